@@ -1,0 +1,67 @@
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SCRIPT = osp.join(REPO, 'tools', 'benchmark', 'bench_lgr_head.py')
+
+
+@pytest.mark.slow
+def test_quick_run(tmp_path):
+    out = tmp_path / 'bench.json'
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, '--quick', '--json', str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'Ratios direct / efficient' in proc.stdout
+    assert 'tiny, equal batch B=2: train' in proc.stdout
+    assert 'conservative estimate' in proc.stdout
+    results = json.loads(out.read_text())
+    cases = {(r['impl'], r['B'], r['class_chunk']) for r in results}
+    assert cases == {('efficient', 16, 16), ('efficient', 16, None),
+                     ('efficient', 2, 16), ('direct', 2, None)}
+    for r in results:
+        assert 'error' not in r, r
+        for key in ('train_wall', 'train_cpu', 'infer_wall', 'infer_cpu'):
+            assert r[key] > 0, (key, r)
+        assert r['train_peak'] >= 0 and r['infer_peak'] >= 0
+
+
+def test_plan_and_report(capsys):
+    """Case planning and ratio arithmetic on hand-made results."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('bench_lgr_head', SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    specs = bench.plan(bench.parse_args([]))
+    got = [(s['size'], s['impl'], s['B'], s['class_chunk']) for s in specs]
+    assert got == [('imagenet-lt', 'efficient', 128, 1024),
+                   ('imagenet-lt', 'direct', 128, None),
+                   ('inat2018', 'efficient', 128, 1024),
+                   ('inat2018', 'efficient', 128, None),
+                   ('inat2018', 'efficient', 16, 1024),
+                   ('inat2018', 'direct', 16, None)]
+    cuda = bench.plan(bench.parse_args(['--device', 'cuda']))
+    assert all(s['B'] == 128 and s['repeats'] == 3 for s in cuda)
+
+    def row(impl, b, chunk, t, mem):
+        return dict(size='inat2018', device='cpu', impl=impl, B=b,
+                    class_chunk=chunk, train_wall=t, train_cpu=t,
+                    infer_wall=t / 2, infer_cpu=t / 2, train_peak=mem,
+                    infer_peak=mem // 2)
+
+    mib = 2**20
+    verdicts = bench.report([
+        row('efficient', 128, 1024, 10.0, 100 * mib),
+        row('efficient', 16, 1024, 2.0, 20 * mib),
+        row('direct', 16, None, 52.0, 2000 * mib)
+    ], 1024)
+    # (52 + 10 - 2) / 10 = 6; 2000 / 100 = 20
+    assert verdicts['inat2018'] == pytest.approx((6.0, 20.0))
+    text = capsys.readouterr().out
+    assert 'equal batch B=16: train 26.0x' in text
+    assert '>= 5x faster MET (6.0x)' in text
+    assert '>= 10x less peak memory MET (20.0x)' in text

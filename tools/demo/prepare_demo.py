@@ -1,0 +1,186 @@
+"""Prepare every asset of the offline CPU demo in one folder.
+
+1. Fashion-MNIST-LT (``tools/data/make_fashion_mnist_lt.py``) under
+   ``OUT_DIR/fashion_mnist_lt``.
+2. A check of the demo class text (``configs/vlltr/demo_text``): its
+   labels match the data's, every class keeps description sentences once
+   the reference sections are dropped, and the sentences fit the demo
+   model's context length.
+3. The demo CLIP checkpoint (``vlltr_mm.models.utils.demo_clip``) as
+   ``OUT_DIR/demo_clip.pth``.
+
+Each step skips work that is already done with the same arguments. A
+summary with all paths is written to ``OUT_DIR/demo_assets.json``.
+
+Example::
+
+    python tools/demo/prepare_demo.py            # -> data/demo
+"""
+import argparse
+import importlib.util
+import json
+import os
+import os.path as osp
+import time
+from typing import Dict, List
+
+import numpy as np
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEMO_TEXT_DIR = osp.join(REPO, 'configs', 'vlltr', 'demo_text')
+
+
+def _load_data_tool():
+    path = osp.join(REPO, 'tools', 'data', 'make_fashion_mnist_lt.py')
+    spec = importlib.util.spec_from_file_location('make_fashion_mnist_lt',
+                                                  path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_demo_text(text_dir: str, class_names: List[str],
+                    min_sentences: int = 5) -> Dict:
+    """Check the demo class text against the data and the demo tokenizer.
+
+    Args:
+        text_dir (str): Folder with ``labels.txt`` and ``wiki/desc_{i}.txt``.
+        class_names (list[str]): The dataset's class names, label order.
+        min_sentences (int): Fewest description sentences (templates
+            excluded) a class may keep. Defaults to 5.
+
+    Returns:
+        dict: ``sentences`` (description sentences per class), ``prompts``
+        (template sentences per class), ``max_tokens`` (longest sentence,
+        special tokens included) and ``context_length``.
+
+    Raises:
+        ValueError: If names differ, a class has too few sentences, or a
+            sentence would be truncated.
+    """
+    import open_clip
+
+    from vlltr_mm.datasets.class_text import ClassTextCorpus
+    from vlltr_mm.models.utils.demo_clip import (
+        DEMO_CONTEXT_LENGTH,
+        DEMO_MODEL_NAME,
+        hf_offline,
+    )
+
+    labels_file = osp.join(text_dir, 'labels.txt')
+    with open(labels_file) as f:
+        text_names = [line.strip() for line in f if line.strip()]
+    if text_names != list(class_names):
+        raise ValueError(f'{labels_file} lists {text_names}, the dataset '
+                         f'{list(class_names)}')
+    with hf_offline():
+        corpus = ClassTextCorpus(
+            labels_file=labels_file, wiki_dir=osp.join(text_dir, 'wiki'),
+            tokenizer=DEMO_MODEL_NAME, context_length=DEMO_CONTEXT_LENGTH)
+        tokenizer = open_clip.get_tokenizer(DEMO_MODEL_NAME)
+    per_class = np.diff(corpus.class_offsets)
+    prompts = np.bincount(corpus.sentence_labels[corpus.is_prompt],
+                          minlength=corpus.num_classes)
+    described = per_class - prompts
+    thin = [corpus.class_names[c] for c in np.flatnonzero(
+        described < min_sentences)]
+    if thin:
+        raise ValueError(f'{text_dir}: fewer than {min_sentences} '
+                         f'description sentences for {thin}')
+    lengths = [
+        len(ids) for ids in tokenizer.tokenizer(
+            corpus.sentences, add_special_tokens=True)['input_ids']
+    ]
+    too_long = [s for s, n in zip(corpus.sentences, lengths)
+                if n > DEMO_CONTEXT_LENGTH]
+    if too_long:
+        raise ValueError(f'{len(too_long)} sentences exceed '
+                         f'{DEMO_CONTEXT_LENGTH} tokens, e.g. '
+                         f'{too_long[0]!r}')
+    return dict(sentences=described.tolist(), prompts=prompts.tolist(),
+                max_tokens=max(lengths), context_length=DEMO_CONTEXT_LENGTH)
+
+
+def prepare_demo(out_dir: str = 'data/demo',
+                 text_dir: str = DEMO_TEXT_DIR,
+                 seed: int = 0,
+                 download: bool = True) -> Dict:
+    """Build the demo data and checkpoint and check the demo text.
+
+    Args:
+        out_dir (str): Output folder. Defaults to ``'data/demo'``.
+        text_dir (str): Demo class text folder. Defaults to
+            ``configs/vlltr/demo_text`` of this repository.
+        seed (int): Seed of the data split and of the projections.
+            Defaults to 0.
+        download (bool): Allow downloading Fashion-MNIST through torchvision
+            when the Debian package files are absent. Defaults to True.
+
+    Returns:
+        dict: The summary also written to ``demo_assets.json``.
+    """
+    from vlltr_mm.models.utils import demo_clip
+
+    os.makedirs(out_dir, exist_ok=True)
+    timings = {}
+    start = time.perf_counter()
+    data = _load_data_tool().make_fashion_mnist_lt(
+        osp.join(out_dir, 'fashion_mnist_lt'), seed=seed, download=download)
+    timings['data_s'] = time.perf_counter() - start
+    print(f"data: {'built' if data['built'] else 'up to date'} "
+          f"({data['root']}), train counts {data['train_counts']}")
+
+    start = time.perf_counter()
+    text = check_demo_text(text_dir, data['classes'])
+    timings['text_s'] = time.perf_counter() - start
+    print(f"text: ok, description sentences per class {text['sentences']}"
+          f", longest {text['max_tokens']} / {text['context_length']} "
+          'tokens')
+
+    start = time.perf_counter()
+    ckpt = osp.join(out_dir, 'demo_clip.pth')
+    ckpt_mtime = osp.getmtime(ckpt) if osp.isfile(ckpt) else None
+    demo_clip.build_demo_clip_checkpoint(ckpt, seed=seed)
+    timings['model_s'] = time.perf_counter() - start
+    fresh = ckpt_mtime != osp.getmtime(ckpt)
+    print(f"model: {'built' if fresh else 'up to date'} ({ckpt}, "
+          f'{osp.getsize(ckpt) / 2**20:.1f} MiB)')
+
+    summary = dict(
+        data_root=data['root'], ann_files=data['ann_files'],
+        labels_file=data['labels_file'], classes=data['classes'],
+        train_counts=data['train_counts'],
+        text_dir=osp.abspath(text_dir),
+        text_labels_file=osp.join(osp.abspath(text_dir), 'labels.txt'),
+        wiki_dir=osp.join(osp.abspath(text_dir), 'wiki'),
+        text=text, model_name=demo_clip.DEMO_MODEL_NAME, checkpoint=ckpt,
+        embed_dim=demo_clip.DEMO_EMBED_DIM,
+        image_size=demo_clip.DEMO_IMAGE_SIZE,
+        context_length=demo_clip.DEMO_CONTEXT_LENGTH,
+        mean=list(demo_clip.DEMO_MEAN), std=list(demo_clip.DEMO_STD),
+        seed=seed, timings=timings)
+    with open(osp.join(out_dir, 'demo_assets.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Prepare data, text check and model of the CPU demo.')
+    parser.add_argument('out_dir', nargs='?', default='data/demo',
+                        help='output folder (default: data/demo)')
+    parser.add_argument('--text-dir', default=DEMO_TEXT_DIR)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--no-download', action='store_true',
+                        help='never use the network for Fashion-MNIST')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    prepare_demo(args.out_dir, args.text_dir, seed=args.seed,
+                 download=not args.no_download)
+
+
+if __name__ == '__main__':
+    main()

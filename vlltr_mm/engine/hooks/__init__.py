@@ -1,0 +1,1 @@
+from .anss_hook import AnchorSentenceSelectionHook  # noqa: F401

@@ -1,0 +1,208 @@
+"""Top-k accuracy with the many / medium / few-shot split of long-tailed
+recognition (VL-LTR §4.2)."""
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.evaluator import BaseMetric
+from mmpretrain.registry import METRICS
+
+from vlltr_mm.datasets.annotation_io import count_classes_from_file
+
+
+@METRICS.register_module()
+class LongTailAccuracy(BaseMetric):
+    """Overall top-k accuracy plus many-, medium- and few-shot accuracy.
+
+    Classes are split by their number of *training* images ``n``: many-shot
+    when ``n >= many_threshold`` (``n > many_threshold`` if
+    ``many_inclusive=False``), few-shot when ``n <= few_threshold``
+    (``n < few_threshold`` if ``few_inclusive=False``), medium-shot
+    otherwise. The defaults are the paper's (many >= 100, few <= 20); the
+    OLTR / decoupling code uses the exclusive form.
+
+    A group's accuracy is the top-1 accuracy of each of its classes that
+    occurs in the evaluation set, averaged over those classes (on the
+    balanced test sets of the LT benchmarks this equals the accuracy over
+    the group's samples). Classes absent from the evaluation set are
+    skipped; a group with no such class scores NaN. All values are in %.
+
+    Like MMPretrain's ``Accuracy``, :meth:`process` reads ``pred_score``
+    (or, failing that, ``pred_label``) and ``gt_label`` of each data sample.
+    Only the top-``max(topk)`` class indices of each sample are kept, not
+    the full score vector.
+
+    Results, with the default prefix: ``accuracy/top{k}`` for each ``k`` in
+    ``topk``, ``accuracy/many``, ``accuracy/medium``, ``accuracy/few`` and,
+    if ``per_class``, ``accuracy/per_class``: a list of ``num_classes``
+    floats, NaN for classes absent from the evaluation set.
+
+    Args:
+        topk (int | Sequence[int]): The k of the top-k accuracies.
+            Defaults to ``(1, )``.
+        many_threshold (int): Training count bounding many-shot classes.
+            Defaults to 100.
+        few_threshold (int): Training count bounding few-shot classes.
+            Defaults to 20.
+        many_inclusive (bool): Whether a class with exactly
+            ``many_threshold`` training images is many-shot.
+            Defaults to True.
+        few_inclusive (bool): Whether a class with exactly
+            ``few_threshold`` training images is few-shot. Defaults to True.
+        class_counts (Sequence[int], optional): Training images per class,
+            shape ``[num_classes]``. Defaults to None.
+        train_ann_file (str, optional): Training annotation file to count
+            the classes from instead of ``class_counts``. Defaults to None.
+        num_classes (int, optional): Number of classes when counting from
+            ``train_ann_file`` (so that trailing classes without training
+            images are kept). Defaults to None.
+        per_class (bool): Whether to add the per-class accuracy list.
+            Defaults to False.
+        collect_device (str): Device for gathering results across ranks,
+            ``'cpu'`` or ``'gpu'``. Defaults to ``'cpu'``.
+        prefix (str, optional): Prefix of the result names.
+            Defaults to ``'accuracy'``.
+        collect_dir (str, optional): Shared directory for gathering results
+            on ``'cpu'``. Defaults to None.
+    """
+    default_prefix: Optional[str] = 'accuracy'
+
+    def __init__(self,
+                 topk: Union[int, Sequence[int]] = (1, ),
+                 many_threshold: int = 100,
+                 few_threshold: int = 20,
+                 many_inclusive: bool = True,
+                 few_inclusive: bool = True,
+                 class_counts: Optional[Sequence[int]] = None,
+                 train_ann_file: Optional[str] = None,
+                 num_classes: Optional[int] = None,
+                 per_class: bool = False,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = 'accuracy',
+                 collect_dir: Optional[str] = None) -> None:
+        super().__init__(
+            collect_device=collect_device,
+            prefix=prefix,
+            collect_dir=collect_dir)
+        self.topk = (topk, ) if isinstance(topk, int) else tuple(topk)
+        if not self.topk or any(
+                not isinstance(k, (int, np.integer)) or k < 1
+                for k in self.topk):
+            raise ValueError(
+                f'topk must be positive integers, got {topk!r}.')
+        self.maxk = max(self.topk)
+
+        if (class_counts is None) == (train_ann_file is None):
+            raise ValueError('Give exactly one of class_counts and '
+                             'train_ann_file to split the classes.')
+        if train_ann_file is not None:
+            class_counts = count_classes_from_file(train_ann_file,
+                                                   num_classes)
+        counts = np.asarray(class_counts)
+        if (counts.ndim != 1 or counts.size == 0
+                or counts.dtype.kind not in 'iuf'
+                or not np.all(counts == np.round(counts))
+                or np.any(counts < 0)):
+            raise ValueError('class_counts must be a non-empty 1-D list of '
+                             'non-negative integer training counts.')
+        self.class_counts = counts.astype(np.int64)
+        self.num_classes = len(self.class_counts)
+
+        if few_threshold > many_threshold or (
+                few_threshold == many_threshold and many_inclusive
+                and few_inclusive):
+            raise ValueError(
+                f'few_threshold ({few_threshold}) and many_threshold '
+                f'({many_threshold}) make the few- and many-shot groups '
+                'overlap.')
+        n = torch.from_numpy(self.class_counts)
+        many = n >= many_threshold if many_inclusive else n > many_threshold
+        few = n <= few_threshold if few_inclusive else n < few_threshold
+        # [num_classes] bool masks, one per group.
+        self.group_masks = dict(many=many, medium=~(many | few), few=few)
+        self.per_class = per_class
+
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        """Keep the top-k predicted classes and the label of each sample.
+
+        Args:
+            data_batch: A batch from the dataloader (unused).
+            data_samples (Sequence[dict]): Model outputs with ``gt_label``
+                and ``pred_score`` (shape ``[num_classes]``) or
+                ``pred_label``.
+        """
+        gt = torch.stack([
+            torch.as_tensor(s.get('gt_label')).reshape(-1)
+            for s in data_samples
+        ]).cpu()
+        if gt.shape[1] != 1:
+            raise ValueError('LongTailAccuracy needs a single gt_label per '
+                             f'sample, got {gt.shape[1]}.')
+        if 'pred_score' in data_samples[0]:
+            # [B, C'] -> [B, maxk]
+            scores = torch.stack([s.get('pred_score') for s in data_samples])
+            if scores.shape[1] > self.num_classes:
+                raise ValueError(
+                    f'Predictions have {scores.shape[1]} classes but '
+                    f'class_counts only {self.num_classes}.')
+            if self.maxk > scores.shape[1]:
+                raise ValueError(f'top-{self.maxk} accuracy needs at least '
+                                 f'{self.maxk} classes, predictions have '
+                                 f'{scores.shape[1]}.')
+            pred = scores.topk(self.maxk, dim=1).indices.cpu()
+        else:
+            if self.maxk > 1:
+                raise ValueError(f'top-{self.maxk} accuracy needs '
+                                 'pred_score; the samples only have '
+                                 'pred_label.')
+            pred = torch.stack([
+                torch.as_tensor(s.get('pred_label')).reshape(-1)[:1]
+                for s in data_samples
+            ]).cpu()
+            if pred.max() >= self.num_classes:
+                raise ValueError(
+                    f'Predicted label {int(pred.max())} is out of range '
+                    f'for {self.num_classes} classes in class_counts.')
+        if gt.max() >= self.num_classes or gt.min() < 0:
+            raise ValueError(
+                f'gt_label out of range for {self.num_classes} classes in '
+                'class_counts.')
+        # One entry per sample: MMEngine drops the padding of the
+        # distributed sampler by truncating the gathered list to the
+        # dataset size.
+        self.results.extend(
+            dict(pred_topk=p, gt_label=g)
+            for p, g in zip(pred.unbind(0), gt.unbind(0)))
+
+    def compute_metrics(self, results: List[dict]) -> dict:
+        """Compute the accuracies from all gathered samples.
+
+        Args:
+            results (list[dict]): Entries made by :meth:`process`.
+
+        Returns:
+            dict: Accuracy values in %, keyed as described in the class
+            docstring (without the prefix).
+        """
+        gt = torch.cat([r['gt_label'] for r in results])  # [N]
+        pred = torch.stack([r['pred_topk'] for r in results])  # [N, maxk]
+        correct = pred == gt[:, None]  # [N, maxk]
+        metrics = {}
+        for k in self.topk:
+            acc = correct[:, :k].any(dim=1).double().mean() * 100
+            metrics[f'top{k}'] = acc.item()
+
+        support = torch.bincount(gt, minlength=self.num_classes).double()
+        hits = torch.bincount(
+            gt, weights=correct[:, 0].double(), minlength=self.num_classes)
+        present = support > 0
+        # [num_classes], NaN where a class has no evaluation sample.
+        class_acc = torch.where(present, hits / support.clamp(min=1) * 100,
+                                torch.full_like(hits, float('nan')))
+        for name, mask in self.group_masks.items():
+            chosen = mask & present
+            metrics[name] = (class_acc[chosen].mean().item()
+                             if chosen.any() else float('nan'))
+        if self.per_class:
+            metrics['per_class'] = class_acc.tolist()
+        return metrics

@@ -1,0 +1,1 @@
+from .open_clip_visual import OpenCLIPVisual  # noqa: F401

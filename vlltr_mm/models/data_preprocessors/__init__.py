@@ -1,0 +1,1 @@
+from .class_text_data_preprocessor import ClassTextDataPreprocessor  # noqa: F401

@@ -1,0 +1,1 @@
+from .lgr_head import LGRHead  # noqa: F401

@@ -1,0 +1,377 @@
+"""Language-guided recognition (LGR) head of VL-LTR (paper §3.3, Eqs. 4-9).
+
+The text branch attends from the image embedding over the frozen anchor
+sentence embeddings of every class. ``impl='direct'`` computes Eqs. 5-7
+literally (keys ``K`` [C, M, D] and gathered texts ``G`` [B, C, D]);
+``impl='efficient'`` computes the same numbers without either tensor, see
+:mod:`.lgr_attention`.
+"""
+import math
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmpretrain.evaluation.metrics import Accuracy
+from mmpretrain.models.heads import ClsHead
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+from .lgr_attention import anchor_statistics, efficient_cosine
+
+_NO_ANCHORS = (
+    'LGRHead has no anchor sentences. Run the LGR config with the '
+    'AnchorSentenceSelectionHook (it selects them from the stage-1 model '
+    'before training and stores them in the head), load a checkpoint that '
+    'contains `head.anchors`, or call `LGRHead.set_anchors()`.')
+
+
+@MODELS.register_module()
+class LGRHead(ClsHead):
+    """Language-guided recognition head (VL-LTR, Eqs. 4-7 and 9).
+
+    With image embedding ``E^I`` [B, D] and anchors ``E^T`` [C, M, D]:
+    ``Q = Linear(LN(E^I))`` (Eq. 4), ``K = Linear(LN(E^T))``, ``V = E^T``
+    (Eq. 5), ``G = softmax_M(Q K^T / sqrt(D)) V`` (Eq. 6),
+    ``logits_text = s * cos(E^I, G)`` and ``logits_image = MLP(E^I)``
+    (Eq. 7). Training minimises ``loss(logits_image) + loss(logits_text)``
+    (Eq. 9), returned as ``loss_image`` and ``loss_text``.
+
+    ``forward`` returns the fused class probabilities [B, C] (see
+    ``fusion``); ``predict`` stores them as ``pred_score`` and keeps the
+    branch probabilities as ``pred_score_image`` / ``pred_score_text``.
+
+    Anchors are persistent, non-trainable buffers (``anchors`` [C, M, D],
+    raw un-normalised text embeddings; ``anchor_mask`` [C, M], True =
+    valid; ``anchors_set``), filled by :meth:`set_anchors` and saved in
+    checkpoints. Attention parameters are named ``attn_*`` so that one
+    ``paramwise_cfg`` key (``'head.attn_'``) can give them their own lr.
+
+    Args:
+        num_classes (int): Number of classes C.
+        in_channels (int): Embedding size D of image and text.
+        num_anchors (int): Anchor sentences per class M. Defaults to 64.
+        mlp_ratio (int): Hidden width of the image-branch MLP in units of
+            D. Defaults to 4.
+        logit_scale (float): Initial multiplier ``s`` of the text-branch
+            cosine; :meth:`set_anchors` usually overwrites it with the
+            stage-1 value. Defaults to 100.0.
+        learnable_scale (bool): Train ``log(s)``. Defaults to False.
+        identity_init (bool): Initialise the query and key projections to
+            the identity with zero bias, as the authors do. Defaults to True.
+        qk_bias (bool): Give the query and key projections a bias. The
+            authors' projections have none. Defaults to False.
+        fusion (str): ``'sum'``: Eq. 7, ``P = P^I + P^T`` stored as
+            ``(P^I + P^T) / 2``; ``'alpha'``: ``alpha * P^I +
+            (1 - alpha) * P^T``. Defaults to ``'sum'``.
+        alpha (float): Image-branch weight of ``fusion='alpha'``.
+            Defaults to 0.5.
+        impl (str): ``'efficient'`` or ``'direct'``. Defaults to
+            ``'efficient'``.
+        class_chunk (int, optional): Classes per chunk in the efficient
+            form; bounds temporary memory to O(B * class_chunk * M).
+            None processes all classes at once. Defaults to None.
+        loss (dict): Loss for each branch; soft targets (``gt_score`` from
+            Mixup / CutMix) are passed to it as they are. Defaults to
+            ``dict(type='CrossEntropyLoss', loss_weight=1.0)``.
+        topk (int | tuple[int]): Top-k for ``cal_acc``. Defaults to (1, ).
+        cal_acc (bool): Log training accuracy of the fused score (hard
+            labels only). Defaults to False.
+        init_cfg (dict, optional): Initialisation config. Defaults to the
+            authors' truncated normal (std 0.02, bias 0) for Linear layers.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 in_channels: int,
+                 num_anchors: int = 64,
+                 mlp_ratio: int = 4,
+                 logit_scale: float = 100.0,
+                 learnable_scale: bool = False,
+                 identity_init: bool = True,
+                 qk_bias: bool = False,
+                 fusion: str = 'sum',
+                 alpha: float = 0.5,
+                 impl: str = 'efficient',
+                 class_chunk: Optional[int] = None,
+                 loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
+                 topk: Union[int, Tuple[int]] = (1, ),
+                 cal_acc: bool = False,
+                 init_cfg: Optional[dict] = dict(
+                     type='TruncNormal', layer='Linear', std=0.02, bias=0.)):
+        super().__init__(
+            loss=loss, topk=topk, cal_acc=cal_acc, init_cfg=init_cfg)
+        for name, value in (('num_classes', num_classes),
+                            ('in_channels', in_channels),
+                            ('num_anchors', num_anchors),
+                            ('mlp_ratio', mlp_ratio)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f'{name} must be a positive int, '
+                                 f'got {value!r}')
+        if fusion not in ('sum', 'alpha'):
+            raise ValueError(f"fusion must be 'sum' or 'alpha', got "
+                             f'{fusion!r}')
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f'alpha must be in [0, 1], got {alpha}')
+        if impl not in ('efficient', 'direct'):
+            raise ValueError(f"impl must be 'efficient' or 'direct', got "
+                             f'{impl!r}')
+        if class_chunk is not None and (not isinstance(class_chunk, int)
+                                        or class_chunk <= 0):
+            raise ValueError(f'class_chunk must be None or a positive int, '
+                             f'got {class_chunk!r}')
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.num_anchors = num_anchors
+        self.identity_init = identity_init
+        self.fusion = fusion
+        self.alpha = alpha
+        self.impl = impl
+        self.class_chunk = class_chunk
+
+        dim = in_channels
+        self.attn_norm_q = nn.LayerNorm(dim)
+        self.attn_proj_q = nn.Linear(dim, dim, bias=qk_bias)
+        self.attn_norm_k = nn.LayerNorm(dim)
+        self.attn_proj_k = nn.Linear(dim, dim, bias=qk_bias)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim), nn.ReLU(inplace=True),
+            nn.Linear(mlp_ratio * dim, num_classes))
+        log_scale = torch.tensor(math.log(self._check_scale(logit_scale)))
+        if learnable_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer('log_scale', log_scale)
+        self.register_buffer('anchors',
+                             torch.zeros(num_classes, num_anchors, dim))
+        self.register_buffer(
+            'anchor_mask',
+            torch.ones(num_classes, num_anchors, dtype=torch.bool))
+        self.register_buffer('anchors_set', torch.tensor(False))
+        self._stats_key = None
+        self._stats = None
+        self._reset_qk()
+
+    @staticmethod
+    def _check_scale(scale) -> float:
+        scale = float(scale)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f'logit_scale must be a positive finite '
+                             f'multiplier (e.g. exp of a CLIP logit_scale), '
+                             f'got {scale}')
+        return scale
+
+    def _reset_qk(self):
+        if not self.identity_init:
+            return
+        for proj in (self.attn_proj_q, self.attn_proj_k):
+            nn.init.eye_(proj.weight)
+            if proj.bias is not None:
+                nn.init.zeros_(proj.bias)
+
+    def init_weights(self):
+        """Apply ``init_cfg``, then restore the identity projections."""
+        super().init_weights()
+        self._reset_qk()
+
+    @property
+    def has_anchors(self) -> bool:
+        """bool: Whether anchors were set or loaded from a checkpoint."""
+        return bool(self.anchors_set)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """Tensor: The text-branch multiplier ``s`` (a scalar)."""
+        return self.log_scale.exp()
+
+    @torch.no_grad()
+    def set_anchors(self,
+                    anchors: Union[torch.Tensor, np.ndarray],
+                    mask: Union[torch.Tensor, np.ndarray, None] = None,
+                    logit_scale: Optional[float] = None) -> None:
+        """Store the anchor sentence embeddings.
+
+        Args:
+            anchors (Tensor | ndarray): Raw text embeddings [C, M, D].
+            mask (Tensor | ndarray, optional): Bool [C, M], True where the
+                anchor is a real sentence. Every class needs at least one;
+                rows marked False are zeroed and ignored by the attention.
+                Defaults to None (all valid).
+            logit_scale (float, optional): Text-branch multiplier ``s``
+                (``exp`` of the stage-1 CLIP ``logit_scale``). Defaults to
+                None (keep the current one).
+        """
+        expected = (self.num_classes, self.num_anchors, self.in_channels)
+        if logit_scale is not None:
+            logit_scale = self._check_scale(logit_scale)
+        anchors = self._as_tensor(anchors, 'anchors')
+        if tuple(anchors.shape) != expected:
+            raise ValueError(
+                f'anchors must have shape (num_classes, num_anchors, '
+                f'in_channels) = {expected}, got {tuple(anchors.shape)}')
+        if not anchors.is_floating_point():
+            raise TypeError(f'anchors must be floating point, got '
+                            f'{anchors.dtype}')
+        if not torch.isfinite(anchors).all():
+            raise ValueError('anchors contain NaN or Inf')
+        if mask is None:
+            mask = torch.ones(expected[:2], dtype=torch.bool)
+        mask = self._as_tensor(mask, 'mask')
+        if mask.dtype != torch.bool:
+            raise TypeError(f'mask must be a bool tensor, got {mask.dtype}')
+        if tuple(mask.shape) != expected[:2]:
+            raise ValueError(f'mask must have shape (num_classes, '
+                             f'num_anchors) = {expected[:2]}, got '
+                             f'{tuple(mask.shape)}')
+        empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f'{len(empty)} classes have no valid anchor '
+                             f'(first: {empty[:5]}); every class needs >= 1')
+        mask = mask.to(self.anchor_mask.device)
+        self.anchors.copy_(anchors)
+        self.anchors.masked_fill_(~mask[..., None], 0)
+        self.anchor_mask.copy_(mask)
+        self.anchors_set.fill_(True)
+        if logit_scale is not None:
+            self.log_scale.fill_(math.log(logit_scale))
+        self._stats_key = self._stats = None
+
+    @staticmethod
+    def _as_tensor(value, name: str) -> torch.Tensor:
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(value)
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f'{name} must be a Tensor or ndarray, got '
+                            f'{type(value).__name__}')
+        return value
+
+    def _anchor_stats(self) -> dict:
+        # Derived from the frozen anchors; the key changes when they are
+        # moved, cast, reloaded or edited in place, which forces a rebuild.
+        key = (self.anchors.data_ptr(), self.anchors._version,
+               self.anchors.dtype, self.anchors.device,
+               self.attn_norm_k.eps)
+        if key != self._stats_key:
+            self._stats = anchor_statistics(self.anchors,
+                                            self.attn_norm_k.eps)
+            self._stats_key = key
+        return self._stats
+
+    def branch_logits(
+            self, feats: Tuple[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Logits of both branches.
+
+        Args:
+            feats (tuple[Tensor]): Backbone / neck outputs; the last one is
+                the image embedding ``E^I`` [B, D].
+
+        Returns:
+            tuple[Tensor, Tensor]: ``logits_image`` and ``logits_text``,
+            each [B, C].
+        """
+        if not self.has_anchors:
+            raise RuntimeError(_NO_ANCHORS)
+        x = self.pre_logits(feats)
+        if x.dim() != 2 or x.size(1) != self.in_channels:
+            raise ValueError(f'LGRHead expects features of shape (B, '
+                             f'{self.in_channels}), got {tuple(x.shape)}')
+        logits_image = self.mlp(x)
+        query = self.attn_proj_q(self.attn_norm_q(x))  # Eq. 4
+        if self.impl == 'direct':
+            cosine = self._direct_cosine(x, query)
+        else:
+            cosine = self._efficient_cosine(x, query)
+        return logits_image, self.logit_scale * cosine
+
+    def _direct_cosine(self, x: torch.Tensor,
+                       query: torch.Tensor) -> torch.Tensor:
+        anchors = self.anchors
+        keys = self.attn_proj_k(self.attn_norm_k(anchors))  # Eq. 5
+        attn = torch.einsum('bd,cmd->bcm', query, keys)
+        attn = attn / math.sqrt(self.in_channels)
+        attn = attn.masked_fill(~self.anchor_mask, float('-inf'))
+        gathered = torch.einsum('bcm,cmd->bcd', attn.softmax(-1),
+                                anchors)  # Eq. 6
+        return torch.einsum('bd,bcd->bc', F.normalize(x, dim=-1),
+                            F.normalize(gathered, dim=-1))
+
+    def _efficient_cosine(self, x: torch.Tensor,
+                          query: torch.Tensor) -> torch.Tensor:
+        # Q K^T = ((Q W_k) * gamma_k) n^T + (Q W_k) beta_k + Q b_k with
+        # n the fixed row-normalised anchors; the last two terms are one
+        # number per image, which softmax over M cancels, but they stay in
+        # the graph so every parameter gets the direct form's gradient.
+        proj_k, norm_k = self.attn_proj_k, self.attn_norm_k
+        u = query @ proj_k.weight
+        shift = u @ norm_k.bias
+        if proj_k.bias is not None:
+            shift = shift + query @ proj_k.bias
+        return efficient_cosine(x, u * norm_k.weight, shift, self.anchors,
+                                self.anchor_mask, self._anchor_stats(),
+                                self.class_chunk)
+
+    def fuse(self, logits_image: torch.Tensor,
+             logits_text: torch.Tensor) -> torch.Tensor:
+        """Fused class probabilities [B, C] (Eq. 7 or the alpha mix)."""
+        weight = 0.5 if self.fusion == 'sum' else self.alpha
+        return (weight * logits_image.softmax(-1) +
+                (1 - weight) * logits_text.softmax(-1))
+
+    def forward(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
+        """Fused class probabilities [B, C]."""
+        return self.fuse(*self.branch_logits(feats))
+
+    def loss(self, feats: Tuple[torch.Tensor], data_samples: List[DataSample],
+             **kwargs) -> dict:
+        """Eq. 9: the loss of each branch against the same targets.
+
+        Returns:
+            dict[str, Tensor]: ``loss_image`` and ``loss_text`` (and
+            ``accuracy_top-k`` of the fused score if ``cal_acc``).
+        """
+        logits_image, logits_text = self.branch_logits(feats)
+        if 'gt_score' in data_samples[0]:
+            target = torch.stack([i.gt_score for i in data_samples])
+        else:
+            target = torch.cat([i.gt_label for i in data_samples])
+        num = logits_image.size(0)
+        losses = dict(
+            loss_image=self.loss_module(
+                logits_image, target, avg_factor=num, **kwargs),
+            loss_text=self.loss_module(
+                logits_text, target, avg_factor=num, **kwargs))
+        if self.cal_acc:
+            if target.dim() != 1:
+                raise ValueError('cal_acc needs hard labels; disable it '
+                                 'with batch augments such as Mixup')
+            score = self.fuse(logits_image.detach(), logits_text.detach())
+            acc = Accuracy.calculate(score, target, topk=self.topk)
+            losses.update(
+                {f'accuracy_top-{k}': a
+                 for k, a in zip(self.topk, acc)})
+        return losses
+
+    def predict(
+        self,
+        feats: Tuple[torch.Tensor],
+        data_samples: Optional[List[Optional[DataSample]]] = None
+    ) -> List[DataSample]:
+        """Fused ``pred_score``, ``pred_label`` and both branch scores."""
+        logits_image, logits_text = self.branch_logits(feats)
+        score_image = logits_image.softmax(-1).detach()
+        score_text = logits_text.softmax(-1).detach()
+        weight = 0.5 if self.fusion == 'sum' else self.alpha
+        score = weight * score_image + (1 - weight) * score_text
+        labels = score.argmax(dim=1, keepdim=True)
+        if data_samples is None:
+            data_samples = [None] * score.size(0)
+        out = []
+        for i, sample in enumerate(data_samples):
+            sample = DataSample() if sample is None else sample
+            sample.set_pred_score(score[i]).set_pred_label(labels[i])
+            sample.set_field(score_image[i], 'pred_score_image')
+            sample.set_field(score_text[i], 'pred_score_text')
+            out.append(sample)
+        return out

@@ -1,0 +1,165 @@
+"""Class-wise contrastive (CCL) loss of VL-LTR, Eq. 2."""
+from numbers import Number
+from typing import List, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmpretrain.registry import MODELS
+from torch import Tensor
+
+from ..utils.distributed import (
+    gather_batch_sizes,
+    gather_no_grad,
+    gather_with_grad,
+)
+
+
+def check_embed_pair(image_embeds: Tensor, text_embeds: Tensor,
+                     prefix: str = '') -> None:
+    """Raise ``ValueError`` unless both embeddings are [B, D] alike."""
+    if image_embeds.dim() != 2 or text_embeds.shape != image_embeds.shape:
+        raise ValueError(
+            f'{prefix}image_embeds and {prefix}text_embeds must both be '
+            f'[B, D] with the same shape, got {tuple(image_embeds.shape)} '
+            f'and {tuple(text_embeds.shape)}.')
+
+
+def as_scalar(value: Union[Tensor, Number], name: str,
+              ref: Tensor) -> Tensor:
+    """``value`` as a 0-dim tensor on ``ref``'s device (keeps autograd)."""
+    value = torch.as_tensor(value, device=ref.device)
+    if value.numel() != 1:
+        raise ValueError(f'{name} must be a scalar (one element), got '
+                         f'shape {tuple(value.shape)}.')
+    return value.reshape(())
+
+
+def local_global_logits(image_embeds: Tensor, text_embeds: Tensor,
+                        logit_scale: Tensor,
+                        sizes: List[int]) -> Tuple[Tensor, Tensor]:
+    """Logits of the local rows against the global batch, both directions.
+
+    Only the [B_local, B_global] slices this rank owns are built, never the
+    [B_global, B_global] square; the gathered side carries gradients back
+    to the rank it came from (see :func:`gather_with_grad`).
+
+    Args:
+        image_embeds (Tensor): Local image embeddings, [B_local, D].
+        text_embeds (Tensor): Local text embeddings, [B_local, D].
+        logit_scale (Tensor): 0-dim, ``1 / tau``.
+        sizes (List[int]): Every rank's B_local.
+
+    Returns:
+        Tuple[Tensor, Tensor]: ``logits_per_image`` [B_local, B_global]
+        (``scale * S_ij`` for local image i, global text j) and
+        ``logits_per_text`` [B_local, B_global] (``scale * S_ji`` for
+        local text i, global image j).
+    """
+    all_image_embeds = gather_with_grad(image_embeds, sizes)
+    all_text_embeds = gather_with_grad(text_embeds, sizes)
+    logits_per_image = logit_scale * image_embeds @ all_text_embeds.t()
+    logits_per_text = logit_scale * text_embeds @ all_image_embeds.t()
+    return logits_per_image, logits_per_text
+
+
+@MODELS.register_module()
+class ClassWiseContrastiveLoss(nn.Module):
+    """Class-wise contrastive loss (VL-LTR Eq. 2).
+
+    Image i and text j are a positive pair when their labels are equal.
+    For each image the target over the texts of the global batch is
+    uniform over its positives (``mask / |mask|``), optionally
+    label-smoothed: ``(1 - eps) * mask / |mask| + eps / B_global``; the
+    image-side loss ``L_vis`` is the cross-entropy of the row softmax of
+    ``logit_scale * S`` against that target. The text side ``L_lin`` is
+    the same over columns (each text against all images). Without
+    smoothing this is exactly the mean over positives of ``-log softmax``
+    in Eq. 2.
+
+    Computed: ``loss_weight * (mean_i L_vis(i) + mean_i L_lin(i)) / 2``
+    with means over the global batch, as the authors' code does
+    (``sum_directions=False``); Eq. 2 as printed adds the two directions
+    (``sum_directions=True``), which only doubles the loss.
+
+    Under data parallelism each rank returns ``world_size / B_global``
+    times the sum of its local row losses, so the mean over ranks (what
+    DDP's gradient averaging optimises) is the global-batch loss for any
+    number of ranks and any split of the batch.
+
+    Args:
+        label_smoothing (float): ``eps`` above; the authors use 0.1.
+            Defaults to 0.0.
+        sum_directions (bool): Add ``L_vis`` and ``L_lin`` as Eq. 2 is
+            printed instead of averaging them. Defaults to False.
+        loss_weight (float): Multiplier of the loss. Defaults to 1.0.
+    """
+
+    def __init__(self,
+                 label_smoothing: float = 0.0,
+                 sum_directions: bool = False,
+                 loss_weight: float = 1.0):
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError('label_smoothing must be in [0, 1), got '
+                             f'{label_smoothing}.')
+        self.label_smoothing = float(label_smoothing)
+        self.sum_directions = sum_directions
+        self.loss_weight = loss_weight
+
+    def forward(self, image_embeds: Tensor, text_embeds: Tensor,
+                labels: Tensor, logit_scale: Union[Tensor,
+                                                   float]) -> Tensor:
+        """Compute the loss of this rank's rows.
+
+        Args:
+            image_embeds (Tensor): L2-normalised image embeddings,
+                [B_local, D].
+            text_embeds (Tensor): L2-normalised embeddings of the sentence
+                drawn for each image, [B_local, D].
+            labels (Tensor): Class index of each pair, [B_local], integer.
+            logit_scale (Tensor | float): Scalar ``1 / tau``, already
+                exponentiated; gradients flow into it.
+
+        Returns:
+            Tensor: 0-dim loss.
+        """
+        check_embed_pair(image_embeds, text_embeds)
+        if labels.shape != image_embeds.shape[:1]:
+            raise ValueError(
+                f'labels must have shape [B] = [{image_embeds.shape[0]}], '
+                f'got {tuple(labels.shape)}.')
+        if labels.is_floating_point() or labels.is_complex():
+            raise TypeError(
+                f'labels must be integer class indices, got {labels.dtype}.')
+        logit_scale = as_scalar(logit_scale, 'logit_scale', image_embeds)
+
+        sizes = gather_batch_sizes(labels.shape[0])
+        logits_per_image, logits_per_text = local_global_logits(
+            image_embeds, text_embeds, logit_scale, sizes)
+        all_labels = gather_no_grad(labels, sizes)
+
+        # Label equality is symmetric, so one mask serves both directions:
+        # texts of image i's class, and images of text i's class.
+        positives = labels[:, None] == all_labels[None, :]
+        target = positives.to(logits_per_image.dtype)
+        # Never empty: every sample is its own positive.
+        target = target / target.sum(dim=1, keepdim=True)
+        if self.label_smoothing > 0:
+            eps = self.label_smoothing
+            target = (1 - eps) * target + eps / target.shape[1]
+
+        loss_vis = -(target * F.log_softmax(logits_per_image, dim=1)).sum()
+        loss_lin = -(target * F.log_softmax(logits_per_text, dim=1)).sum()
+        # Sum of local rows scaled so that the mean over ranks is the mean
+        # over the global batch, whatever the per-rank sizes.
+        share = len(sizes) / sum(sizes)
+        loss = (loss_vis + loss_lin) * share
+        if not self.sum_directions:
+            loss = loss / 2
+        return self.loss_weight * loss
+
+    def extra_repr(self) -> str:
+        return (f'label_smoothing={self.label_smoothing}, '
+                f'sum_directions={self.sum_directions}, '
+                f'loss_weight={self.loss_weight}')

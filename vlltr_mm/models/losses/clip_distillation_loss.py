@@ -1,0 +1,112 @@
+"""Distillation from a frozen CLIP teacher, VL-LTR Eq. 3."""
+from typing import Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmpretrain.registry import MODELS
+from torch import Tensor
+
+from ..utils.distributed import gather_batch_sizes, gather_no_grad
+from .class_wise_contrastive_loss import (
+    as_scalar,
+    check_embed_pair,
+    local_global_logits,
+)
+
+
+@MODELS.register_module()
+class CLIPDistillationLoss(nn.Module):
+    """Soft cross-entropy to a frozen CLIP's similarities (VL-LTR Eq. 3).
+
+    Eq. 3 weights the student's ``log softmax`` of the diagonal pair by the
+    teacher's softmax of the same pair; the authors' code (followed here)
+    uses the teacher's whole softmax row as the target: for local image i,
+    ``-sum_j softmax(t * S'_i.)_j * log_softmax(s * S_i.)_j`` over the
+    texts j of the global batch, and likewise for each local text against
+    all images (columns of S and S'). ``s`` is the student's
+    ``logit_scale``, ``t`` the teacher's; there is no extra temperature.
+
+    Computed: ``loss_weight * (mean_i L_img(i) + mean_i L_txt(i)) / 2``
+    with means over the global batch (``sum_directions=True`` adds the two
+    directions instead, as Eq. 3 is printed). The teacher's inputs are
+    constants: they are gathered without gradients and never receive any.
+    Per-rank scaling matches :class:`ClassWiseContrastiveLoss`: the mean
+    over ranks equals the global-batch loss.
+
+    Args:
+        sum_directions (bool): Add the two directions instead of averaging
+            them. Defaults to False.
+        loss_weight (float): Multiplier of the loss. Defaults to 1.0.
+    """
+
+    def __init__(self, sum_directions: bool = False, loss_weight: float = 1.0):
+        super().__init__()
+        self.sum_directions = sum_directions
+        self.loss_weight = loss_weight
+
+    def forward(self, image_embeds: Tensor, text_embeds: Tensor,
+                teacher_image_embeds: Tensor, teacher_text_embeds: Tensor,
+                logit_scale: Union[Tensor, float],
+                teacher_logit_scale: Union[Tensor, float]) -> Tensor:
+        """Compute the loss of this rank's rows.
+
+        Args:
+            image_embeds (Tensor): Student's L2-normalised image
+                embeddings, [B_local, D].
+            text_embeds (Tensor): Student's L2-normalised text embeddings,
+                [B_local, D].
+            teacher_image_embeds (Tensor): Teacher's L2-normalised image
+                embeddings of the same images, [B_local, D_t].
+            teacher_text_embeds (Tensor): Teacher's L2-normalised text
+                embeddings of the same sentences, [B_local, D_t].
+            logit_scale (Tensor | float): Student's scalar ``1 / tau``,
+                already exponentiated; gradients flow into it.
+            teacher_logit_scale (Tensor | float): Teacher's scalar
+                ``1 / tau``, already exponentiated; treated as a constant.
+
+        Returns:
+            Tensor: 0-dim loss.
+        """
+        check_embed_pair(image_embeds, text_embeds)
+        check_embed_pair(
+            teacher_image_embeds, teacher_text_embeds, prefix='teacher_')
+        if teacher_image_embeds.shape[0] != image_embeds.shape[0]:
+            raise ValueError(
+                'teacher and student embeddings must have the same batch '
+                f'size, got {teacher_image_embeds.shape[0]} and '
+                f'{image_embeds.shape[0]}.')
+        logit_scale = as_scalar(logit_scale, 'logit_scale', image_embeds)
+        teacher_logit_scale = as_scalar(teacher_logit_scale,
+                                        'teacher_logit_scale', image_embeds)
+
+        sizes = gather_batch_sizes(image_embeds.shape[0])
+        logits_per_image, logits_per_text = local_global_logits(
+            image_embeds, text_embeds, logit_scale, sizes)
+        with torch.no_grad():
+            t_image = teacher_image_embeds.detach()
+            t_text = teacher_text_embeds.detach()
+            # A half-precision teacher still gets a float32 softmax.
+            dtype = torch.promote_types(t_image.dtype, torch.float32)
+            t_image, t_text = t_image.to(dtype), t_text.to(dtype)
+            t_scale = teacher_logit_scale.detach().to(dtype)
+            all_t_image = gather_no_grad(t_image, sizes)
+            all_t_text = gather_no_grad(t_text, sizes)
+            target_per_image = F.softmax(
+                t_scale * t_image @ all_t_text.t(), dim=1)
+            target_per_text = F.softmax(
+                t_scale * t_text @ all_t_image.t(), dim=1)
+
+        loss_img = -(target_per_image *
+                     F.log_softmax(logits_per_image, dim=1)).sum()
+        loss_txt = -(target_per_text *
+                     F.log_softmax(logits_per_text, dim=1)).sum()
+        share = len(sizes) / sum(sizes)
+        loss = (loss_img + loss_txt) * share
+        if not self.sum_directions:
+            loss = loss / 2
+        return self.loss_weight * loss
+
+    def extra_repr(self) -> str:
+        return (f'sum_directions={self.sum_directions}, '
+                f'loss_weight={self.loss_weight}')

@@ -1,0 +1,1 @@
+from .open_clip_text import OpenCLIPTextEncoder  # noqa: F401
