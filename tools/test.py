@@ -16,7 +16,7 @@ from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
-from vlltr_mm.utils import setup_cpu_distributed
+from vlltr_mm.utils import close_distributed, setup_cpu_distributed
 
 
 def parse_args(argv=None):
@@ -73,7 +73,10 @@ def main(argv=None):
     if args.out and args.out_item in (None, 'pred'):
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    finally:
+        close_distributed()
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)
     return metrics

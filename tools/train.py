@@ -11,7 +11,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from vlltr_mm.utils import setup_cpu_distributed
+from vlltr_mm.utils import close_distributed, setup_cpu_distributed
 
 
 def parse_args(argv=None):
@@ -94,7 +94,10 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     cfg = merge_args(cfg, args)
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        close_distributed()
 
 
 if __name__ == '__main__':

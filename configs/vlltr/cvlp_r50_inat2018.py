@@ -6,30 +6,23 @@
 # Local CLIP weights instead of the 'openai' download:
 #   --cfg-options model.backbone.pretrained=data/clip/RN50.pt \
 #                 model.text_encoder.pretrained=data/clip/RN50.pt
-# Class text (authors' layout): data/text/inat2018/{labels.txt,wiki/}.
+# Class text: configs/_base_/datasets/inat2018_text.py.
 custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
 _base_ = [
     '../_base_/datasets/inat2018.py',
+    '../_base_/datasets/inat2018_text.py',
     '../_base_/models/cvlp_r50.py',
     '../_base_/schedules/cvlp_adamw_50e.py',
     '../_base_/default_runtime.py',
 ]
 
-text_root = 'data/text/inat2018'
-corpus = dict(
-    type='ClassTextCorpus',
-    labels_file=f'{text_root}/labels.txt',
-    wiki_dir=f'{text_root}/wiki',
-    templates='openai_imagenet',
-    tokenizer={{_base_.clip_model}},
-    context_length=77,
-    cache_dir='data/cache/class_text')
 
 # BatchNorm trains normally on iNat (the authors freeze its statistics only
 # for ImageNet-LT and Places-LT).
 # Delivers each image's sentence tokens to the model as `texts` [B, L].
 data_preprocessor = dict(type='ClassTextDataPreprocessor')
 
+corpus = {{_base_.corpus}}
 model = dict(corpus=corpus, backbone=dict(norm_eval=False))
 
 batch_size = 256

@@ -6,29 +6,21 @@
 # Local CLIP weights instead of the 'openai' download:
 #   --cfg-options model.backbone.pretrained=data/clip/ViT-B-16.pt \
 #                 model.text_encoder.pretrained=data/clip/ViT-B-16.pt
-# Class text (authors' layout): data/text/imagenet-lt/{labels.txt,wiki/}.
+# Class text: configs/_base_/datasets/imagenet-lt_text.py.
 custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
 _base_ = [
     '../_base_/datasets/imagenet-lt.py',
+    '../_base_/datasets/imagenet-lt_text.py',
     '../_base_/models/cvlp_vit-b16.py',
     '../_base_/schedules/cvlp_adamw_50e.py',
     '../_base_/default_runtime.py',
 ]
 
-text_root = 'data/text/imagenet-lt'
-# Per class: the 80 CLIP prompts, then the description's sentences.
-corpus = dict(
-    type='ClassTextCorpus',
-    labels_file=f'{text_root}/labels.txt',
-    wiki_dir=f'{text_root}/wiki',
-    templates='openai_imagenet',
-    tokenizer={{_base_.clip_model}},
-    context_length=77,
-    cache_dir='data/cache/class_text')
 
 # Delivers each image's sentence tokens to the model as `texts` [B, L].
 data_preprocessor = dict(type='ClassTextDataPreprocessor')
 
+corpus = {{_base_.corpus}}
 model = dict(corpus=corpus)
 
 batch_size = 256

@@ -73,11 +73,16 @@ def test_wrapper_takes_class_names_and_exposes_labels(ds_cfg):
     assert ds.get_cat_ids(8) == [1]
     assert ds.metainfo['classes'] == ('cat', 'dog')
     item = ds[8]
-    assert set(item) == {'inputs', 'data_samples', 'text_tokens'}
+    assert set(item) == {'inputs', 'data_samples', 'text_tokens',
+                         'text_index'}
     assert item['inputs'].shape == (3, 8, 8)
     tokens = item['text_tokens']
     assert tokens.shape == (77, ) and tokens.dtype == torch.int64
     assert (class_rows(ds.corpus, 1) == tokens).all(1).any()
+    # the index names the drawn sentence's corpus row, inside class 1
+    row = item['text_index']
+    assert ds.corpus.sentence_labels[row] == 1
+    assert torch.equal(ds.corpus.get_tokens([row])[0], tokens)
     # get_gt_labels is what the long-tail samplers read
     sampler = DATA_SAMPLERS.build(
         dict(type='SquareRootSampler', dataset=ds, seed=0))
@@ -164,9 +169,12 @@ class TinyTextModel(BaseModel):
             std=[127.5] * 3))
         self.embed = torch.nn.Embedding(49408, 4)
         self.seen = []
+        self.seen_indices = []
 
-    def forward(self, inputs, data_samples=None, mode='tensor', texts=None):
+    def forward(self, inputs, data_samples=None, mode='tensor', texts=None,
+                text_indices=None):
         self.seen.append((tuple(texts.shape), texts.dtype, texts.device))
+        self.seen_indices.append(text_indices)
         loss = self.embed(texts).mean() + inputs.mean() * 0
         return dict(loss=loss)
 
@@ -183,6 +191,8 @@ def test_tokens_reach_model_through_train_step(ds_cfg, collate):
     device = next(model.parameters()).device
     assert [s[0] for s in model.seen] == [(4, 77), (4, 77), (2, 77)]
     assert all(s[1] == torch.int64 and s[2] == device for s in model.seen)
+    assert [tuple(i.shape) for i in model.seen_indices] == [(4, ), (4, ),
+                                                            (2, )]
     assert not torch.equal(before, model.embed.weight)
 
 

@@ -1,5 +1,6 @@
 """CVLP model: losses, teacher, zero-shot predict, DDP equivalence."""
 import copy
+import json
 import os
 import socket
 
@@ -124,9 +125,18 @@ def test_teacher_text_cache_keys(tmp_path):
     torch.testing.assert_close(rebuilt, cache)
 
 
-def test_zero_shot_predict(tmp_path):
+@pytest.mark.parametrize('which', ['prompts', 'all'])
+def test_zero_shot_predict(tmp_path, which):
     torch.manual_seed(0)
-    model = MODELS.build(cvlp_cfg(tmp_path, distill=False))
+    desc = tmp_path / 'desc.json'
+    desc.write_text(json.dumps({
+        name: f'The {name} is an animal. A {name} has a tail and fur.'
+        for name in CLASSES[:3]
+    }))
+    cfg = cvlp_cfg(tmp_path, distill=False)
+    cfg['corpus']['json_file'] = str(desc)
+    cfg['prototype_sentences'] = which
+    model = MODELS.build(cfg)
     model.eval()
     images = torch.randn(3, 3, 32, 32)
     out = model(images, None, mode='predict')
@@ -141,7 +151,8 @@ def test_zero_shot_predict(tmp_path):
         for c in range(corpus.num_classes):
             rows = np.arange(corpus.class_offsets[c],
                              corpus.class_offsets[c + 1])
-            rows = rows[corpus.is_prompt[rows]]
+            if which == 'prompts':
+                rows = rows[corpus.is_prompt[rows]]
             t = model.text_encoder(corpus.get_tokens(rows))
             protos.append(torch.nn.functional.normalize(
                 torch.nn.functional.normalize(t, dim=-1).mean(0), dim=0))

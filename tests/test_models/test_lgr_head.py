@@ -150,6 +150,18 @@ def test_soft_labels_and_label_smoothing(impl):
         torch.testing.assert_close(losses[key], expected)
 
 
+def test_cal_acc():
+    head = make_head(cal_acc=True, topk=(1, 2))
+    x = torch.randn(B, D)
+    labels = head((x, )).argmax(-1)
+    losses = head.loss((x, ), samples(labels))
+    torch.testing.assert_close(losses['accuracy_top-1'],
+                               torch.tensor([100.0]))
+    assert 'accuracy_top-2' in losses
+    with pytest.raises(ValueError, match='cal_acc needs hard labels'):
+        head.loss((x, ), samples(scores=torch.full((B, C), 1 / C)))
+
+
 def test_fusion_by_hand():
     logits_image = torch.tensor([[0.0, math.log(3.0)]])
     logits_text = torch.tensor([[math.log(4.0), 0.0]])

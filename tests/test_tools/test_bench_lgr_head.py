@@ -18,7 +18,7 @@ def test_quick_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'Ratios direct / efficient' in proc.stdout
     assert 'tiny, equal batch B=2: train' in proc.stdout
-    assert 'conservative estimate' in proc.stdout
+    assert 'tiny, B=16: direct run at the reduced batch B=2' in proc.stdout
     results = json.loads(out.read_text())
     cases = {(r['impl'], r['B'], r['class_chunk']) for r in results}
     assert cases == {('efficient', 16, 16), ('efficient', 16, None),
@@ -47,21 +47,28 @@ def test_plan_and_report(capsys):
     cuda = bench.plan(bench.parse_args(['--device', 'cuda']))
     assert all(s['B'] == 128 and s['repeats'] == 3 for s in cuda)
 
-    def row(impl, b, chunk, t, mem):
-        return dict(size='inat2018', device='cpu', impl=impl, B=b,
-                    class_chunk=chunk, train_wall=t, train_cpu=t,
+    def row(impl, b, chunk, t, mem, size='inat2018', c=8000):
+        return dict(size=size, device='cpu', impl=impl, B=b, C=c, M=64,
+                    D=1024, class_chunk=chunk, train_wall=t, train_cpu=t,
                     infer_wall=t / 2, infer_cpu=t / 2, train_peak=mem,
                     infer_peak=mem // 2)
 
     mib = 2**20
     verdicts = bench.report([
+        row('efficient', 128, 1024, 1.0, 10 * mib, 'imagenet-lt', 1000),
+        row('direct', 128, None, 3.0, 500 * mib, 'imagenet-lt', 1000),
         row('efficient', 128, 1024, 10.0, 100 * mib),
         row('efficient', 16, 1024, 2.0, 20 * mib),
-        row('direct', 16, None, 52.0, 2000 * mib)
+        row('direct', 16, None, 52.0, 1000 * mib)
     ], 1024)
-    # (52 + 10 - 2) / 10 = 6; 2000 / 100 = 20
-    assert verdicts['inat2018'] == pytest.approx((6.0, 20.0))
+    assert verdicts['imagenet-lt'] == {'measured': (3.0, 50.0)}
+    inat = verdicts['inat2018']
+    # lower bound: (52 + 10 - 2) / 10 = 6 and 1000 / 100 = 10;
+    # scaled by C 8000 / 1000: 3 * 8 / 10 = 2.4 and 500 * 8 / 100 = 40
+    assert inat['lower bound'] == pytest.approx((6.0, 10.0))
+    assert inat['scaled from imagenet-lt'] == pytest.approx((2.4, 40.0))
     text = capsys.readouterr().out
-    assert 'equal batch B=16: train 26.0x' in text
-    assert '>= 5x faster MET (6.0x)' in text
-    assert '>= 10x less peak memory MET (20.0x)' in text
+    assert 'inat2018, equal batch B=16: train 26.0x' in text
+    assert 'lower bound: time 6.0x MET, memory 10.0x MET' in text
+    assert 'scaled from imagenet-lt: time 2.4x MISSED, memory 40.0x MET' in (
+        text)

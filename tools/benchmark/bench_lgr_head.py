@@ -273,28 +273,53 @@ def report(results, chunk):
               f"{_ratio(d['train_peak'], e['train_peak'], True)}, "
               f"inference peak memory "
               f"{_ratio(d['infer_peak'], e['infer_peak'], True)}")
-        time_ratio = d['train_' + clock] / e['train_' + clock]
-        mem_ratio = d['train_peak'] / max(e['train_peak'], 1)
-        if full != db:
-            ef = eff[full]
-            estimate = (d['train_' + clock] + ef['train_' + clock] -
-                        e['train_' + clock])
-            time_ratio = estimate / ef['train_' + clock]
-            mem_ratio = d['train_peak'] / max(ef['train_peak'], 1)
-            print(f'  {size}, B={full}: direct measured at B={db} only '
-                  f'(too large for this machine at B={full}); conservative '
-                  f'estimate: train time >= {time_ratio:.1f}x, train peak '
-                  f'memory >= {mem_ratio:.1f}x')
-        verdicts[size] = (time_ratio, mem_ratio)
-    if 'inat2018' in verdicts:
-        time_ratio, mem_ratio = verdicts['inat2018']
-        time_ok = 'MET' if time_ratio >= TARGET_TIME else 'MISSED'
-        mem_ok = 'MET' if mem_ratio >= TARGET_MEMORY else 'MISSED'
-        print(f'\nTargets, inat2018 train step at B=128: '
-              f'>= {TARGET_TIME:.0f}x faster {time_ok} ({time_ratio:.1f}x), '
-              f'>= {TARGET_MEMORY:.0f}x less peak memory {mem_ok} '
-              f'({mem_ratio:.1f}x)')
+        verdicts[size] = _full_batch(size, d, e, eff[full], ok, clock)
+    for size, kinds in verdicts.items():
+        if size != 'inat2018':
+            continue
+        print(f'\nTargets, {size} train step at B={max(eff)}: >= '
+              f'{TARGET_TIME:.0f}x faster, >= {TARGET_MEMORY:.0f}x less '
+              f'peak memory')
+        for kind, (time_ratio, mem_ratio) in kinds.items():
+            time_ok = 'MET' if time_ratio >= TARGET_TIME else 'MISSED'
+            mem_ok = 'MET' if mem_ratio >= TARGET_MEMORY else 'MISSED'
+            print(f'  {kind}: time {time_ratio:.1f}x {time_ok}, memory '
+                  f'{mem_ratio:.1f}x {mem_ok}')
     return verdicts
+
+
+def _full_batch(size, d, e, ef, ok, clock):
+    """Train time / peak ratios at the full batch, measured or estimated.
+
+    ``d`` and ``e`` are the direct and efficient runs at the direct batch,
+    ``ef`` the efficient run at the full batch.
+    """
+    key = 'train_' + clock
+    if d['B'] == ef['B']:
+        return {'measured': (d[key] / ef[key],
+                             d['train_peak'] / max(ef['train_peak'], 1))}
+    # The direct form's per-image work is at least the efficient form's,
+    # and its peak memory grows with the batch.
+    bound = ((d[key] + ef[key] - e[key]) / ef[key],
+             d['train_peak'] / max(ef['train_peak'], 1))
+    print(f"  {size}, B={ef['B']}: direct run at the reduced batch "
+          f"B={d['B']} only; lower bounds: train time >= {bound[0]:.1f}x, "
+          f'train peak memory >= {bound[1]:.1f}x')
+    out = {'lower bound': bound}
+    # Every activation of either form has a class axis, so a direct run at
+    # the full batch with the same M and D scales with C.
+    for r in ok:
+        if (r['impl'] == 'direct' and r['B'] == ef['B'] and r['size'] != size
+                and (r['M'], r['D']) == (ef['M'], ef['D'])):
+            scale = ef['C'] / r['C']
+            est = (r[key] * scale / ef[key],
+                   r['train_peak'] * scale / max(ef['train_peak'], 1))
+            print(f"  {size}, B={ef['B']}: direct scaled from {r['size']} "
+                  f"at B={ef['B']} by C ({scale:.2f}x): train time "
+                  f'~{est[0]:.1f}x, train peak memory ~{est[1]:.1f}x')
+            out[f"scaled from {r['size']}"] = est
+            break
+    return out
 
 
 def main(argv=None):

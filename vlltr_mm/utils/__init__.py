@@ -1,10 +1,10 @@
 from .checkpoint import (
-                         checkpoint_safe_globals,
-                         register_checkpoint_safe_globals,
+    checkpoint_safe_globals,
+    register_checkpoint_safe_globals,
 )
-from .distributed_env import setup_cpu_distributed
+from .distributed_env import close_distributed, setup_cpu_distributed
 
 __all__ = [
     'checkpoint_safe_globals', 'register_checkpoint_safe_globals',
-    'setup_cpu_distributed'
+    'close_distributed', 'setup_cpu_distributed'
 ]

@@ -77,3 +77,15 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
             extra['timeout'] = datetime.timedelta(seconds=extra['timeout'])
         torch_dist.init_process_group(backend='gloo', **extra)
     return True
+
+
+def close_distributed() -> None:
+    """Tear the process group down before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's worker threads can be destroyed
+    while still joinable, which aborts the process ("terminate called
+    without an active exception") after a successful run.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

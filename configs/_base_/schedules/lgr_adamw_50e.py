@@ -11,11 +11,12 @@ optim_wrapper = dict(
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         bias_decay_mult=0.0,
+        # The attention of the LGR head (W_q, W_k and their LayerNorms)
+        # learns at 1e-6 (authors): lr_mult = 1e-6 / base_lr.
         custom_keys={
-            # lr_mult = 1e-6 / base_lr; adjust together with base_lr.
-            'head.query': dict(lr_mult=1e-3),
-            'head.key': dict(lr_mult=1e-3),
-            'head.logit_scale': dict(decay_mult=0.0),
+            'head.attn_norm': dict(lr_mult=1e-3, decay_mult=0.0),
+            'head.attn_proj': dict(lr_mult=1e-3),
+            'head.log_scale': dict(decay_mult=0.0),
         }),
 )
 

@@ -18,7 +18,8 @@ class ClassTextDataset:
 
     Every access of item ``i`` returns the inner item plus ``'text_tokens'``
     (int64 ``[context_length]``): the tokens of one sentence drawn uniformly
-    from the item's class, drawn afresh on each access (CVLP samples a new
+    from the item's class, and ``'text_index'`` (int): that sentence's row in
+    the corpus, drawn afresh on each access (CVLP samples a new
     sentence per image per iteration).
 
     Randomness lives in the process that runs ``__getitem__``, i.e. inside
@@ -157,6 +158,7 @@ class ClassTextDataset:
                     self._generator().randrange(self._counts[label]))
         out = dict(item)
         out['text_tokens'] = self.corpus.tokens.row(sentence)
+        out['text_index'] = sentence
         return out
 
     def __getstate__(self) -> dict:

@@ -213,10 +213,10 @@ class CVLP(BaseModel):
         sums = torch.zeros(
             corpus.num_classes, self.backbone.embed_dim, device=device)
         for start in range(0, len(ids), self.prototype_batch_size):
-            chunk = ids[start:start + self.prototype_batch_size]
-            tokens = corpus.get_tokens(chunk.numpy()).to(device)
+            stop = start + self.prototype_batch_size
+            tokens = corpus.get_tokens(ids[start:stop].numpy()).to(device)
             feats = F.normalize(self.extract_text_feat(tokens).float(), dim=-1)
-            sums.index_add_(0, labels[chunk.numpy()].to(device), feats)
+            sums.index_add_(0, labels[start:stop].to(device), feats)
         self.text_encoder.train(was_training)
         self._prototypes = F.normalize(sums, dim=-1)
         return self._prototypes

@@ -17,7 +17,8 @@ class ClassTextDataPreprocessor(ClsDataPreprocessor):
     MMEngine passes to the model as ``forward(..., texts=...)``. Images and
     labels are processed exactly as by the parent (normalisation, batch
     augments); a batch without tokens yields no ``'texts'`` key, so the same
-    model runs on plain validation/test loaders.
+    model runs on plain validation/test loaders. The sentences' corpus rows
+    (``'text_index'``) are delivered as ``'text_indices'`` ``[B]``.
 
     Args:
         **kwargs: Arguments of :class:`ClsDataPreprocessor`.
@@ -32,7 +33,9 @@ class ClassTextDataPreprocessor(ClsDataPreprocessor):
 
         Returns:
             dict: ``inputs``, ``data_samples`` and, when the batch has
-            tokens, ``texts`` (LongTensor ``[B, L]`` on the model device).
+            tokens, ``texts`` (LongTensor ``[B, L]`` on the model device)
+            and ``text_indices`` (LongTensor ``[B]``, the sentences' corpus
+            rows).
         """
         texts = data.get('text_tokens')
         out = super().forward(data, training)
@@ -43,4 +46,10 @@ class ClassTextDataPreprocessor(ClsDataPreprocessor):
                 raise ValueError('text_tokens must collate to [B, L], got '
                                  f'shape {tuple(texts.shape)}')
             out['texts'] = self.cast_data(texts.long())
+        indices = data.get('text_index')
+        if indices is not None:
+            # Corpus rows of the drawn sentences: lets a model look up
+            # per-sentence caches (e.g. the CVLP teacher's text embeddings).
+            out['text_indices'] = self.cast_data(
+                torch.as_tensor(indices).long().reshape(-1))
         return out

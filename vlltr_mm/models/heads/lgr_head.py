@@ -47,6 +47,9 @@ class LGRHead(ClsHead):
     valid; ``anchors_set``), filled by :meth:`set_anchors` and saved in
     checkpoints. Attention parameters are named ``attn_*`` so that one
     ``paramwise_cfg`` key (``'head.attn_'``) can give them their own lr.
+    The key LayerNorm's bias and the key bias add the same number to every
+    key score of an image, which the softmax over M cancels: their gradient
+    is zero in both forms, as in the authors' model.
 
     Args:
         num_classes (int): Number of classes C.
@@ -70,8 +73,9 @@ class LGRHead(ClsHead):
         impl (str): ``'efficient'`` or ``'direct'``. Defaults to
             ``'efficient'``.
         class_chunk (int, optional): Classes per chunk in the efficient
-            form; bounds temporary memory to O(B * class_chunk * M).
-            None processes all classes at once. Defaults to None.
+            form; bounds temporary memory to O(B * class_chunk * M) (1024
+            roughly halves the training peak at iNat size). None processes
+            all classes at once. Defaults to None.
         loss (dict): Loss for each branch; soft targets (``gt_score`` from
             Mixup / CutMix) are passed to it as they are. Defaults to
             ``dict(type='CrossEntropyLoss', loss_weight=1.0)``.
