@@ -142,12 +142,15 @@ def test_soft_labels_and_label_smoothing(impl):
     labels = torch.randint(0, C, (B, ), generator=g)
     head = make_head(impl, loss=dict(type='LabelSmoothLoss',
                                      label_smooth_val=0.1, num_classes=C))
-    losses = head.loss((x, ), samples(labels))
-    smooth = F.one_hot(labels, C) * 0.9 + 0.1 / C
-    for key, logits in zip(('loss_image', 'loss_text'),
-                           head.branch_logits((x, ))):
-        expected = -(smooth * logits.log_softmax(-1)).sum(-1).mean()
-        torch.testing.assert_close(losses[key], expected)
+    # Label smoothing on hard labels and on Mixup-style soft targets.
+    for target, data in ((F.one_hot(labels, C), samples(labels)),
+                         (target, samples(scores=target))):
+        losses = head.loss((x, ), data)
+        smooth = target * 0.9 + 0.1 / C
+        for key, logits in zip(('loss_image', 'loss_text'),
+                               head.branch_logits((x, ))):
+            expected = -(smooth * logits.log_softmax(-1)).sum(-1).mean()
+            torch.testing.assert_close(losses[key], expected)
 
 
 def test_cal_acc():
@@ -155,7 +158,8 @@ def test_cal_acc():
     x = torch.randn(B, D)
     labels = head((x, )).argmax(-1)
     losses = head.loss((x, ), samples(labels))
-    torch.testing.assert_close(losses['accuracy_top-1'],
+    # Same layout as mmpretrain's ClsHead: one list per k.
+    torch.testing.assert_close(losses['accuracy_top-1'][0],
                                torch.tensor([100.0]))
     assert 'accuracy_top-2' in losses
     with pytest.raises(ValueError, match='cal_acc needs hard labels'):

@@ -371,3 +371,31 @@ def test_in_image_classifier(tmp_path, name):
     preds = model(images, [DataSample() for _ in range(3)], mode='predict')
     assert len(preds) == 3 and preds[0].pred_score.shape == (3, )
     assert torch.allclose(preds[0].pred_score.sum(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize('stages', [0, 1])
+def test_text_frozen_stages(stages):
+    enc = OpenCLIPTextEncoder('vlltr-tiny-vit', frozen_stages=stages)
+    text = enc.text
+    assert not text.token_embedding.weight.requires_grad
+    assert not text.positional_embedding.requires_grad
+    block = text.transformer.resblocks[0]
+    assert all(p.requires_grad == (stages == 0) for p in block.parameters())
+    assert all(p.requires_grad for p in text.ln_final.parameters())
+    enc.train()
+    assert block.training == (stages == 0)
+    with pytest.raises(ValueError, match='frozen_stages must be in'):
+        OpenCLIPTextEncoder('vlltr-tiny-vit', frozen_stages=5)
+
+
+def test_text_frozen_stages_hf_tower():
+    from vlltr_mm.models.utils.demo_clip import (DEMO_MODEL_NAME,
+                                                 build_demo_clip_model)
+    model = build_demo_clip_model()
+    enc = OpenCLIPTextEncoder(
+        DEMO_MODEL_NAME, frozen_stages=5, clip_model=model)
+    hf = enc.text.transformer
+    assert not any(p.requires_grad for p in hf.embeddings.parameters())
+    assert not any(p.requires_grad for p in hf.encoder.layer[4].parameters())
+    assert all(p.requires_grad for p in hf.encoder.layer[5].parameters())
+    assert all(p.requires_grad for p in enc.text.proj.parameters())

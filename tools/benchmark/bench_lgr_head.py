@@ -7,25 +7,30 @@ the input feature), one inference forward, and the peak memory of each,
 then prints direct / efficient ratios.
 
 Every measurement runs in a fresh subprocess (in this process with
-``--quick`` or ``--in-process``). Peak memory on CPU is the
-rise of the process's peak resident set (``VmHWM``, reset through
+``--quick`` or ``--in-process``). Times are wall clock and, on CPU, also
+process CPU time, which other load on the machine disturbs less; ratios
+use CPU time on CPU and wall time on CUDA. Peak memory on CPU is the rise
+of the process's peak resident set (``VmHWM``, reset through
 ``/proc/self/clear_refs``) over the resident set before the step; on CUDA
 it is ``torch.cuda.max_memory_allocated`` over the allocation before the
 step. Parameters, anchors and the efficient form's cached anchor
 statistics exist before the step, so only activations, gradients and
-temporaries count.
+temporaries count. The efficient form runs with ``class_chunk=1024``
+(``--class-chunk``); at iNat size it is also measured unchunked.
 
-The direct form at iNat size needs ~20 GB at B=128, more than a 24 GB CPU
-machine shared with other work can give, so on CPU it runs at a smaller
-batch (``--direct-batch``, default 16) and the efficient form is measured
-at that batch too (equal-batch ratios). For B=128 the script prints a
-conservative estimate: the direct time is extrapolated as
-``direct(b) + efficient(128) - efficient(b)`` (its per-image work is at
-least the efficient form's) and its peak memory as ``direct(b)``.
+The direct form at iNat size needs ~29 GiB at B=128, more than a 24 GB CPU
+machine can give, so on CPU it runs at B=16 (``--direct-batch``) and the
+efficient form is measured at that batch too (equal-batch ratios). For
+B=128 the script prints lower bounds (direct time extrapolated as
+``direct(16) + efficient(128) - efficient(16)``, since its per-image work
+is at least the efficient form's; direct peak memory taken as
+``direct(16)``) and an estimate scaled from the ImageNet-LT direct run at
+B=128 by the class count (every activation of both forms has a class
+axis).
 
 Example::
 
-    python tools/benchmark/bench_lgr_head.py              # ~5 min, 2 cores
+    python tools/benchmark/bench_lgr_head.py              # ~4 min, 2 cores
     python tools/benchmark/bench_lgr_head.py --device cuda
     python tools/benchmark/bench_lgr_head.py --quick      # tiny sanity run
 """

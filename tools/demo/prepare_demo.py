@@ -22,7 +22,7 @@ import json
 import os
 import os.path as osp
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -104,7 +104,9 @@ def check_demo_text(text_dir: str, class_names: List[str],
 def prepare_demo(out_dir: str = 'data/demo',
                  text_dir: str = DEMO_TEXT_DIR,
                  seed: int = 0,
-                 download: bool = True) -> Dict:
+                 download: bool = True,
+                 data_name: str = 'fashion_mnist_lt',
+                 data_kwargs: Optional[dict] = None) -> Dict:
     """Build the demo data and checkpoint and check the demo text.
 
     Args:
@@ -115,6 +117,11 @@ def prepare_demo(out_dir: str = 'data/demo',
             Defaults to 0.
         download (bool): Allow downloading Fashion-MNIST through torchvision
             when the Debian package files are absent. Defaults to True.
+        data_name (str): Sub-folder of the data. Defaults to
+            ``'fashion_mnist_lt'``.
+        data_kwargs (dict, optional): More arguments of
+            ``make_fashion_mnist_lt`` (e.g. a smaller ``n_max`` for smoke
+            runs). Defaults to None.
 
     Returns:
         dict: The summary also written to ``demo_assets.json``.
@@ -125,7 +132,8 @@ def prepare_demo(out_dir: str = 'data/demo',
     timings = {}
     start = time.perf_counter()
     data = _load_data_tool().make_fashion_mnist_lt(
-        osp.join(out_dir, 'fashion_mnist_lt'), seed=seed, download=download)
+        osp.join(out_dir, data_name), seed=seed, download=download,
+        **(data_kwargs or {}))
     timings['data_s'] = time.perf_counter() - start
     print(f"data: {'built' if data['built'] else 'up to date'} "
           f"({data['root']}), train counts {data['train_counts']}")

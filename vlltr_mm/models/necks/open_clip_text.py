@@ -6,7 +6,7 @@ from mmpretrain.registry import MODELS
 from open_clip.transformer import TextTransformer
 from torch import nn
 
-from ..utils.open_clip_tower import OpenCLIPTower
+from ..utils.open_clip_tower import OpenCLIPTower, StageMember
 
 
 @MODELS.register_module()
@@ -27,6 +27,12 @@ class OpenCLIPTextEncoder(OpenCLIPTower):
             Defaults to None (random).
         frozen (bool): Freeze the whole tower and keep it in eval mode.
             Defaults to False.
+        frozen_stages (int): Freeze stages 0 .. ``frozen_stages``; -1
+            freezes none. Stage 0 is the token (and position) embedding,
+            stage k (k >= 1) is transformer layer k, for CLIP's text
+            transformer and for Hugging Face (BERT-style) towers alike; the
+            final norm, pooling and projection are never frozen by stage.
+            Defaults to -1.
         quick_gelu (bool, optional): Force QuickGELU on / off; None decides
             from the weights (see ``build_open_clip``). Defaults to None.
         clip_model (nn.Module, optional): Prebuilt model from
@@ -46,6 +52,7 @@ class OpenCLIPTextEncoder(OpenCLIPTower):
                  model_name: str,
                  pretrained: Optional[str] = None,
                  frozen: bool = False,
+                 frozen_stages: int = -1,
                  quick_gelu: Optional[bool] = None,
                  clip_model: Optional[nn.Module] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
@@ -56,7 +63,37 @@ class OpenCLIPTextEncoder(OpenCLIPTower):
             quick_gelu=quick_gelu,
             clip_model=clip_model,
             init_cfg=init_cfg)
+        self.frozen_stages = frozen_stages
+        stages = self._stages()
+        if not -1 <= frozen_stages < len(stages):
+            raise ValueError(
+                f'frozen_stages must be in [-1, {len(stages) - 1}] for '
+                f'{model_name}, got {frozen_stages}')
         self._freeze()
+
+    def _stages(self) -> List[List[StageMember]]:
+        """Embedding, then one stage per transformer layer."""
+        text = self.text
+        if isinstance(text, TextTransformer):
+            return [[text.token_embedding, text.positional_embedding]] + [
+                [block] for block in text.transformer.resblocks
+            ]
+        hf = getattr(text, 'transformer', None)
+        encoder = getattr(hf, 'encoder', None)
+        if hf is not None and hasattr(encoder, 'layer'):
+            return [[hf.embeddings]] + [[layer] for layer in encoder.layer]
+        if self.frozen_stages >= 0:
+            raise NotImplementedError(
+                f'frozen_stages is not supported for the text tower of '
+                f'{self.model_name} ({type(text).__name__}); use frozen.')
+        return []
+
+    def _frozen_members(self) -> List[StageMember]:
+        members = super()._frozen_members()
+        if self.frozen_stages >= 0 and not self.frozen:
+            for stage in self._stages()[:self.frozen_stages + 1]:
+                members.extend(stage)
+        return members
 
     def _keep_tower(self, clip_model: nn.Module) -> None:
         self.text = clip_model.text

@@ -1,0 +1,55 @@
+# CPU demo, Table 1 "Baseline": vision only. The same pre-trained image
+# tower (before CVLP) fine-tuned end to end with a linear head and
+# cross-entropy, same data, sampling and pipeline; trained for as many
+# epochs as CVLP + LGR together (the paper trains its baseline for the sum
+# of both stages).
+custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
+_base_ = [
+    '../../_base_/datasets/fashion-mnist-lt.py',
+    '../../_base_/datasets/fashion-mnist-lt_text.py',
+    '../../_base_/default_runtime.py',
+]
+
+demo_model = {{_base_.demo_model}}
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(
+        type='OpenCLIPVisual',
+        model_name=demo_model,
+        pretrained='data/demo/demo_clip.pth'),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=10,
+        in_channels=256,
+        loss=dict(
+            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+        topk=(1, )))
+
+max_epochs = 14
+optim_wrapper = dict(
+    optimizer=dict(type='AdamW', lr=3e-4, weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=0.01,
+        by_epoch=True,
+        begin=0,
+        end=1,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_epochs - 1,
+        eta_min=1e-6,
+        by_epoch=True,
+        begin=1,
+        end=max_epochs),
+]
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=100)
+val_cfg = dict()
+test_cfg = dict()
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=100, max_keep_ckpts=1, save_last=True,
+                    save_best=None))
