@@ -25,9 +25,8 @@ custom_hooks = [
     dict(
         type='AnchorSentenceSelectionHook',
         corpus={{_base_.corpus}},
-        text_encoder=dict(
-            type='OpenCLIPTextEncoder', model_name={{_base_.clip_model}}),
-        # The stage-1 checkpoint; None means load_from.
+        # The text tower of the backbone's CLIP model, with weights from the
+        # stage-1 checkpoint (None: load_from).
         checkpoint=None,
         # Pool: the whole balanced val split, 20 images per class (authors).
         pool=dict(split='val', max_per_class=None, mode='first'),

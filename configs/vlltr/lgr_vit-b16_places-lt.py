@@ -1,45 +1,15 @@
-# VL-LTR stage 2 (AnSS + LGR head), CLIP ViT-B/16, Places-LT (paper §4.4).
+# VL-LTR stage 2 (AnSS + LGR head), CLIP ViT-B/16 (D = 512),
+# Places-LT (paper §4.4).
 #
 #   tools/dist_train.sh configs/vlltr/lgr_vit-b16_places-lt.py 8
 #   tools/test.py configs/vlltr/lgr_vit-b16_places-lt.py \
 #       work_dirs/lgr_vit-b16_places-lt/epoch_N.pth
 #
-# Starts from the CVLP checkpoint (load_from). Before the first epoch,
-# AnchorSentenceSelectionHook scores every corpus sentence with the stage-1
-# encoders and loads the M best per class into the head; the anchors are
-# saved in every checkpoint, so testing needs no hook.
+# The ResNet-50 recipe on the ViT-B/16 CVLP checkpoint.
 custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
-_base_ = [
-    '../_base_/datasets/places-lt.py',
-    '../_base_/datasets/places-lt_text.py',
-    '../_base_/models/lgr_vit-b16.py',
-    '../_base_/schedules/lgr_adamw_50e.py',
-    '../_base_/default_runtime.py',
-]
+_base_ = ['./lgr_r50_places-lt.py']
 
 load_from = 'work_dirs/cvlp_vit-b16_places-lt/epoch_50.pth'
-
-model = dict(head=dict(num_classes=365, alpha=0.2))
-
-custom_hooks = [
-    dict(
-        type='AnchorSentenceSelectionHook',
-        corpus={{_base_.corpus}},
-        text_encoder=dict(
-            type='OpenCLIPTextEncoder', model_name={{_base_.clip_model}}),
-        # The stage-1 checkpoint; None means load_from.
-        checkpoint=None,
-        # Pool: the whole balanced val split, 20 images per class (authors).
-        pool=dict(split='val', max_per_class=None, mode='first'),
-        # Must equal model.head.num_anchors.
-        num_anchors=64,
-        # 'cutoff' keeps the first M sentences instead (Table 4 #7).
-        selection='anss',
-        batch_size=256,
-        num_workers=8),
-]
-
-batch_size = 128
-train_dataloader = dict(batch_size=batch_size)
-val_dataloader = dict(batch_size=batch_size)
-test_dataloader = dict(batch_size=batch_size)
+model = dict(
+    backbone=dict(model_name='ViT-B-16', norm_eval=False),
+    head=dict(in_channels=512))

@@ -8,29 +8,35 @@ Two measurements, in one run:
     the sentences' corpus indices, so the frozen teacher reads its text
     embeddings from the cache, and without them, so the teacher runs its
     text tower on every step as the authors' code does. Warm-up steps are
-    not timed; the one-off cost of building the cache is reported apart.
+    not timed; the one-off cost of building the cache is reported apart,
+    and so are the teacher's text tower on the batch and the cache lookup
+    that replaces it. On CPU the run uses one thread by default: on a
+    small machine shared with other work, threads that wait for each
+    other make step times scatter several-fold.
 
 (b) Logits memory per rank. The losses of Eqs. 2-3 compare the local rows
-    with the global batch. For a simulated rank of W ranks x B_local
-    images, the real ``ClassWiseContrastiveLoss`` and
-    ``CLIPDistillationLoss`` run forward and backward (i) on this rank's
-    [B_local, D] rows against the gathered [B_global, D] embeddings, our
-    layout, and (ii) on the gathered [B_global, D] rows, the full global
-    square the authors build on every rank. The other ranks' rows are
-    constants and the all-gather is replaced by a concatenation whose
-    backward copies the global gradient and keeps this rank's slice, as
-    the gloo path does, so no process group is needed. Each case runs in
-    a fresh process forked from a server that has the modules loaded.
-    The peak is the rise of the peak resident set (``VmHWM``, reset
-    through ``/proc/self/clear_refs``) on CPU, or of
-    ``torch.cuda.max_memory_allocated`` on CUDA, over the level before the
-    gathers; the analytic size of one fp32 logits matrix is printed too.
+    with the global batch. For rank 0 of W ranks x B_local images, the
+    real ``ClassWiseContrastiveLoss`` and ``CLIPDistillationLoss`` run
+    forward and backward (``'local'``) as on a rank: [B_local, B_global]
+    logits against the gathered [B_global, D] embeddings, ours; and
+    (``'global'``) on the gathered [B_global, D] rows: the full
+    [B_global, B_global] square the authors build on every rank. The
+    other ranks' rows are constants and the all-gather is a concatenation
+    whose backward copies the global gradient and keeps this rank's slice,
+    as the gloo path does, so no process group is needed. Each case runs
+    in a fresh process forked from a server that has the modules loaded,
+    with a fixed glibc mmap threshold so that freed buffers leave the
+    resident set. The peak is the rise of the peak resident set
+    (``VmHWM``, reset through ``/proc/self/clear_refs``) on CPU, or of
+    ``torch.cuda.max_memory_allocated`` on CUDA, over the level with the
+    inputs allocated; the analytic sizes of one fp32 logits matrix and of
+    one gathered embedding are printed too.
 
 Example::
 
-    python tools/benchmark/bench_cvlp_step.py                # ~3 min
-    python tools/benchmark/bench_cvlp_step.py --device cuda --batch-size 64
-    python tools/benchmark/bench_cvlp_step.py --quick        # < 30 s
+    python tools/benchmark/bench_cvlp_step.py                # ~2 min
+    python tools/benchmark/bench_cvlp_step.py --device cuda --batch-size 16
+    python tools/benchmark/bench_cvlp_step.py --quick        # ~10 s
 """
 import argparse
 import json
@@ -70,8 +76,13 @@ def parse_args(argv=None):
                         '(default: the batch size)')
     parser.add_argument('--device', default=None,
                         help='cpu or cuda (default: cuda when available)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads, 0 for torch\'s default '
+                        '(default 1 on CPU: on a small shared machine '
+                        'several threads spin-wait for each other and the '
+                        'step times scatter several-fold)')
     parser.add_argument('--memory-cases', nargs='+', default=None,
-                        metavar='WxBxD',
+                        type=parse_case, metavar='WxBxD',
                         help='ranks x local batch x dim for (b) (default '
                         '8x256x1024 32x128x1024)')
     parser.add_argument('--skip-step', action='store_true',
@@ -84,6 +95,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.device is None:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if args.threads is None:
+        args.threads = 1 if args.device == 'cpu' else 0
     quick = args.quick
     if args.model is None:
         args.model = 'vlltr-tiny-rn' if quick else 'RN50'
@@ -94,14 +107,19 @@ def parse_args(argv=None):
     if args.num_classes is None:
         args.num_classes = args.batch_size
     if args.memory_cases is None:
-        cases = QUICK_MEMORY_CASES if quick else MEMORY_CASES
-    else:
-        cases = [parse_case(text) for text in args.memory_cases]
-    args.memory_cases = [tuple(case) for case in cases]
+        args.memory_cases = list(
+            QUICK_MEMORY_CASES if quick else MEMORY_CASES)
     for name in ('batch_size', 'steps', 'num_classes'):
         if getattr(args, name) <= 0:
             parser.error(f'--{name.replace("_", "-")} must be positive')
     return args
+
+
+def _size(num_bytes):
+    """Bytes as MiB, or KiB below 0.1 MiB."""
+    if num_bytes < 0.1 * MIB:
+        return f'{num_bytes / 1024:.1f} KiB'
+    return f'{num_bytes / MIB:.2f} MiB'
 
 
 def parse_case(text):
@@ -185,8 +203,9 @@ def setup_step(args):
     """Model, optimizer wrapper, both batches and the teacher text cache.
 
     Returns:
-        tuple: ``(model, wrapper, cached, uncached, cache_seconds,
-        tmp_dir)``; ``tmp_dir`` holds the text cache until cleaned up.
+        dict: ``model``, ``wrapper``, the ``cached`` and ``uncached``
+        batches, ``cache_seconds`` (building the cache) and ``tmp_dir``
+        (holds the cache file until cleaned up).
     """
     from mmengine.optim import build_optim_wrapper
     device = args.device
@@ -207,35 +226,64 @@ def setup_step(args):
     model.teacher.text_cache(model.corpus, torch.device(device))
     _sync(device)
     cache_seconds = time.perf_counter() - start
-    return model, wrapper, cached, uncached, cache_seconds, tmp_dir
+    return dict(model=model, wrapper=wrapper, cached=cached,
+                uncached=uncached, cache_seconds=cache_seconds,
+                tmp_dir=tmp_dir)
 
 
-def time_steps(args, model, wrapper, cached, uncached, cache_seconds,
-               tmp_dir=None):
+def _timed(fn, device):
+    """Wall and CPU seconds of ``fn()``."""
+    _sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    _sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_steps(args, state):
     """Time training steps with and without the teacher text cache."""
     device = args.device
-    times = {'cached': [], 'uncached': []}
+    model, wrapper = state['model'], state['wrapper']
+    cached, uncached = state['cached'], state['uncached']
+    wall = {'cached': [], 'uncached': []}
+    cpu = {'cached': [], 'uncached': []}
     # Alternating the two ways spreads any drift (clocks, other load)
     # evenly over both.
     for step in range(args.warmup + args.steps):
         for way, data in (('cached', cached), ('uncached', uncached)):
-            _sync(device)
-            start = time.perf_counter()
-            log = model.train_step(data, wrapper)
-            _sync(device)
+            log = {}
+            seconds = _timed(
+                lambda: log.update(model.train_step(data, wrapper)), device)
             if step >= args.warmup:
-                times[way].append(time.perf_counter() - start)
+                wall[way].append(seconds[0])
+                cpu[way].append(seconds[1])
     if not all(math.isfinite(v.item()) for v in log.values()):
         raise RuntimeError(f'non-finite losses: {log}')
+
+    # The part of a step the cache replaces, alone: the teacher's text
+    # tower on the batch's sentences against the lookup of their rows.
+    teacher, corpus = model.teacher, model.corpus
+    texts = uncached['text_tokens'].to(device)
+    indices = cached['text_index'].to(device)
+    tower = min(
+        _timed(lambda: teacher._encode_text(texts), device)[0]
+        for _ in range(3))
+    lookup = min(
+        _timed(lambda: teacher.text_cache(corpus, torch.device(device))[
+            indices], device)[0] for _ in range(3))
     result = dict(
         model=args.model, device=device, batch_size=args.batch_size,
         image_size=model.backbone.image_size[0], steps=args.steps,
-        warmup=args.warmup, num_sentences=model.corpus.num_sentences,
-        cache_build_s=cache_seconds, threads=torch.get_num_threads())
-    for way, values in times.items():
-        result[f'{way}_ms'] = 1e3 * statistics.median(values)
-        result[f'{way}_min_ms'] = 1e3 * min(values)
+        warmup=args.warmup, num_sentences=corpus.num_sentences,
+        cache_build_s=state['cache_seconds'], threads=torch.get_num_threads(),
+        teacher_text_ms=1e3 * tower, cache_lookup_ms=1e3 * lookup)
+    for way in wall:
+        result[f'{way}_ms'] = 1e3 * statistics.median(wall[way])
+        result[f'{way}_min_ms'] = 1e3 * min(wall[way])
+        result[f'{way}_cpu_ms'] = 1e3 * statistics.median(cpu[way])
     result['speedup'] = result['uncached_ms'] / result['cached_ms']
+    result['speedup_cpu'] = (
+        result['uncached_cpu_ms'] / result['cached_cpu_ms'])
     return result
 
 
@@ -247,15 +295,14 @@ def report_step(r):
     print(f"teacher text cache built once: {r['num_sentences']} sentences "
           f"in {r['cache_build_s']:.2f} s")
     print(f"with text cache    : {r['cached_ms']:.1f} ms/step "
-          f"(min {r['cached_min_ms']:.1f})")
+          f"(min {r['cached_min_ms']:.1f}, CPU {r['cached_cpu_ms']:.1f})")
     print(f"without text cache : {r['uncached_ms']:.1f} ms/step "
-          f"(min {r['uncached_min_ms']:.1f})")
-    print(f"step speed-up (without / with cache): {r['speedup']:.2f}x")
-    saved = r['uncached_ms'] - r['cached_ms']
-    if saved > 0:
-        per_sentence = 1e3 * r['cache_build_s'] / r['num_sentences']
-        print(f'teacher text time saved: {saved:.1f} ms/step; the cache '
-              f'costs {per_sentence:.1f} ms per corpus sentence once')
+          f"(min {r['uncached_min_ms']:.1f}, CPU "
+          f"{r['uncached_cpu_ms']:.1f})")
+    print(f"step speed-up (without / with cache): {r['speedup']:.2f}x "
+          f"(CPU time {r['speedup_cpu']:.2f}x)")
+    print(f"teacher text tower on the batch: {r['teacher_text_ms']:.1f} "
+          f"ms; cache lookup: {r['cache_lookup_ms']:.3f} ms")
 
 
 # ----------------------------------------------------------------------
@@ -323,6 +370,7 @@ class SimulatedRank:
     def __init__(self, world):
         self.world = world
         self.others = {}
+        self.gathered = 0
 
     def add(self, local, others):
         self.others[local.data_ptr()] = others
@@ -331,6 +379,7 @@ class SimulatedRank:
         return [int(batch_size)] * self.world
 
     def _with_grad(self, x, sizes=None, group=None):
+        self.gathered += 1
         return _GatherRank0.apply(x, self.others[x.data_ptr()])
 
     def _no_grad(self, x, sizes=None, group=None):
@@ -355,78 +404,121 @@ class SimulatedRank:
             setattr(module, name, fn)
 
 
+def rank_loss(layout, world, mine, theirs, labels, theirs_labels,
+              log_scale, label_smoothing=0.1, loss_lambda=0.5):
+    """L_pre (Eq. 8) of rank 0 of ``world`` ranks, with the real losses.
+
+    Args:
+        layout (str): ``'local'``: the losses as they run on a rank,
+            [B_local, B_global] logits (ours); ``'global'``: every
+            embedding gathered once and the losses run on the whole batch,
+            [B_global, B_global] logits on each rank (authors').
+        world (int): Number of ranks W.
+        mine (list[Tensor]): This rank's student image and text and
+            teacher image and text embeddings, each [B_local, D].
+        theirs (list[Tensor]): The other ranks' rows of the same four,
+            each [B_global - B_local, D] (constants).
+        labels (Tensor): This rank's labels [B_local].
+        theirs_labels (Tensor): The other ranks' labels.
+        log_scale (Tensor): Student log 1/τ (0-dim); the teacher's 1/τ is
+            1/0.07.
+        label_smoothing (float): Of the CCL loss. Defaults to 0.1.
+        loss_lambda (float): λ of Eq. 8. Defaults to 0.5.
+
+    Returns:
+        Tensor: The 0-dim loss this rank back-propagates.
+    """
+    from vlltr_mm.models.losses import (
+        ClassWiseContrastiveLoss,
+        CLIPDistillationLoss,
+    )
+    ccl = ClassWiseContrastiveLoss(label_smoothing=label_smoothing)
+    distill = CLIPDistillationLoss()
+
+    def losses(img, txt, t_img, t_txt, lab):
+        scale = log_scale.exp()
+        return loss_lambda * ccl(img, txt, lab, scale) + (
+            1 - loss_lambda) * distill(img, txt, t_img, t_txt, scale,
+                                       1 / 0.07)
+
+    if layout == 'local':
+        sim = SimulatedRank(world)
+        for a, b in zip(mine, theirs):
+            sim.add(a, b)
+        sim.add(labels, theirs_labels)
+        with sim:
+            loss = losses(*mine, labels)
+        if sim.gathered == 0:
+            # Else the losses ran as one rank: [B_local, B_local] logits.
+            raise RuntimeError('the losses no longer gather through their '
+                               "modules' gather_with_grad; update "
+                               'SimulatedRank')
+        return loss
+    if layout == 'global':
+        feats = [_GatherRank0.apply(a, b) for a, b in zip(mine, theirs)]
+        return losses(*feats, torch.cat([labels, theirs_labels]))
+    raise ValueError(f"layout must be 'local' or 'global', got {layout!r}")
+
+
+def random_rank_inputs(world, local, dim, device='cpu', seed=0):
+    """Unit-norm embeddings and labels of rank 0 and of the other ranks."""
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(seed)
+    total = world * local
+
+    def rows(n):
+        return F.normalize(torch.randn(n, dim, generator=g), dim=-1).to(
+            device)
+
+    # The student's rows of this rank are leaves with gradients.
+    mine = [rows(local).requires_grad_(i < 2) for i in range(4)]
+    theirs = [rows(total - local) for _ in range(4)]
+    labels = torch.randint(0, 1000, (total, ), generator=g).to(device)
+    return mine, theirs, labels[:local], labels[local:]
+
+
 def memory_case(world, local, dim, layout, device):
-    """Peak memory of L_pre's two losses, forward + backward, on rank 0.
+    """Peak memory of one rank's L_pre forward + backward.
 
     Args:
         world (int): Simulated number of ranks W.
         local (int): Images per rank B_local.
         dim (int): Embedding size D.
-        layout (str): ``'local'`` ([B_local, B_global] logits, ours) or
-            ``'global'`` ([B_global, B_global] on every rank, authors').
+        layout (str): ``'local'`` or ``'global'``, see :func:`rank_loss`.
         device (str): ``'cpu'`` or ``'cuda'``.
-    """
-    import torch.nn.functional as F
 
-    from vlltr_mm.models.losses import (
-        ClassWiseContrastiveLoss,
-        CLIPDistillationLoss,
-    )
-    ccl = ClassWiseContrastiveLoss(label_smoothing=0.1)
-    distill = CLIPDistillationLoss()
+    Returns:
+        dict: The case, ``peak_bytes`` above the inputs, the logits shape
+        and the analytic bytes of one fp32 logits matrix and of one
+        gathered [B_global, D] embedding.
+    """
     log_scale = torch.tensor(math.log(1 / 0.07), device=device,
                              requires_grad=True)
 
-    def run(world, local, seed):
-        """One rank's L_pre forward and backward; returns a peak meter."""
-        g = torch.Generator().manual_seed(seed)
-        total = world * local
-
-        def rows(n):
-            return F.normalize(torch.randn(n, dim, generator=g),
-                               dim=-1).to(device)
-
-        # This rank's embeddings (the student's are leaves with
-        # gradients) and every other rank's, on the device beforehand.
-        mine = [rows(local).requires_grad_(i < 2) for i in range(4)]
-        theirs = [rows(total - local) for _ in range(4)]
-        labels = torch.randint(0, 1000, (total, ), generator=g).to(device)
-
-        def loss_fn(img, txt, t_img, t_txt, lab):
-            scale = log_scale.exp()
-            loss = 0.5 * ccl(img, txt, lab, scale) + 0.5 * distill(
-                img, txt, t_img, t_txt, scale, 1 / 0.07)
-            loss.backward()
-
+    def run(world, local):
+        inputs = random_rank_inputs(world, local, dim, device)
         with PeakMemory(device) as mem:
-            if layout == 'local':
-                sim = SimulatedRank(world)
-                for a, b in zip(mine, theirs):
-                    sim.add(a, b)
-                sim.add(labels, labels[local:])
-                with sim:
-                    loss_fn(*mine, labels[:local])
-            else:
-                # The authors gather every embedding once and build the
-                # full [B_global, B_global] logits on each rank.
-                loss_fn(*[_GatherRank0.apply(a, b)
-                          for a, b in zip(mine, theirs)], labels)
-        return mem
+            rank_loss(layout, world, *inputs, log_scale).backward()
+        return mem.peak
 
-    # Untimed tiny run first: kernels, thread pools and other lazy
+    # A tiny run first: kernels, thread pools and other lazy
     # initialisation must not count as the loss's memory.
-    run(2, 2, seed=1)
-    mem = run(world, local, seed=0)
+    run(2, 2)
+    peak = run(world, local)
     total = world * local
-    rows_ = local if layout == 'local' else total
+    rows = local if layout == 'local' else total
     return dict(world=world, local=local, dim=dim, layout=layout,
-                device=device, peak_bytes=mem.peak,
-                logits_shape=[rows_, total],
-                logits_bytes=rows_ * total * 4)
+                device=device, peak_bytes=peak, logits_shape=[rows, total],
+                logits_bytes=rows * total * 4,
+                gathered_bytes=total * dim * 4)
 
 
 def _memory_worker(spec, conn):
     try:
+        spec = dict(spec)
+        threads = spec.pop('threads')
+        if threads > 0:
+            torch.set_num_threads(threads)
         conn.send(memory_case(**spec))
     except BaseException as e:  # report, never hang the parent
         conn.send(dict(spec, error=f'{type(e).__name__}: {e}'))
@@ -440,7 +532,19 @@ def start_memory_server():
     ctx = mp.get_context('forkserver')
     ctx.set_forkserver_preload(['torch', 'vlltr_mm.models.losses'])
     from multiprocessing import forkserver
-    forkserver.ensure_running()
+
+    # A fixed mmap threshold makes glibc map every large buffer on its own
+    # and unmap it when freed, so the resident set follows the live bytes
+    # instead of whatever freed chunks the heap happens to keep.
+    saved = os.environ.get('MALLOC_MMAP_THRESHOLD_')
+    os.environ['MALLOC_MMAP_THRESHOLD_'] = str(128 * 1024)
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ['MALLOC_MMAP_THRESHOLD_']
+        else:
+            os.environ['MALLOC_MMAP_THRESHOLD_'] = saved
     return ctx
 
 
@@ -450,7 +554,7 @@ def bench_memory(args, ctx):
     for world, local, dim in args.memory_cases:
         for layout in ('local', 'global'):
             spec = dict(world=world, local=local, dim=dim, layout=layout,
-                        device=args.device)
+                        device=args.device, threads=args.threads)
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_memory_worker, args=(spec, send))
             proc.start()
@@ -475,7 +579,10 @@ def report_memory(results):
                            {})[r['layout']] = r
     for (world, local, dim), pair in by_case.items():
         total = world * local
-        print(f'case {world} ranks x {local} = {total}, D={dim}:')
+        gathered = next(iter(pair.values())).get('gathered_bytes', 0)
+        print(f'case {world} ranks x {local} = {total}, D={dim} (one '
+              f'gathered [{total}, {dim}] embedding: '
+              f'{_size(gathered)}):')
         for layout, name in (('local', 'local x global'),
                              ('global', 'global square')):
             r = pair[layout]
@@ -484,8 +591,8 @@ def report_memory(results):
                 continue
             shape = 'x'.join(str(v) for v in r['logits_shape'])
             print(f'  {name:14s} [{shape}]: analytic '
-                  f"{r['logits_bytes'] / MIB:.2f} MiB per fp32 logits "
-                  f"matrix, measured peak {r['peak_bytes'] / MIB:.2f} MiB")
+                  f"{_size(r['logits_bytes'])} per fp32 logits matrix, "
+                  f"measured peak {_size(r['peak_bytes'])}")
         if any('error' in r for r in pair.values()):
             continue
         analytic = pair['global']['logits_bytes'] / pair['local'][
@@ -505,6 +612,8 @@ def report_memory(results):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     out = dict(args=dict(vars(args)))
     ctx = None if args.skip_memory else start_memory_server()
     setup = None if args.skip_step else setup_step(args)
@@ -514,11 +623,11 @@ def main(argv=None):
             out['memory'] = bench_memory(args, ctx)
             out['memory_ratios'] = report_memory(out['memory'])
         if setup is not None:
-            out['step'] = time_steps(args, *setup)
+            out['step'] = time_steps(args, setup)
             report_step(out['step'])
     finally:
         if setup is not None:
-            setup[-1].cleanup()
+            setup['tmp_dir'].cleanup()
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(out, f, indent=1)

@@ -59,7 +59,7 @@ def log(msg):
 
 
 def common_options(root, seed):
-    opts = [f'randomness.seed={seed}', 'randomness.deterministic=True']
+    opts = [f'randomness.seed={seed}']
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         data = 'dataset.dataset' if key == 'train_dataloader' else 'dataset'
         opts.append(f'{key}.{data}.data_root={root}')

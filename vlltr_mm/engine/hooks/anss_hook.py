@@ -78,9 +78,10 @@ class AnchorSentenceSelectionHook(Hook):
         corpus (dict | ClassTextCorpus): Corpus config for ``TASK_UTILS``
             or a built corpus. Without ``class_names`` / ``labels_file`` the
             train dataset's ``metainfo['classes']`` are used.
-        text_encoder (dict): Config of the text encoder
+        text_encoder (dict, optional): Config of the text encoder
             (``OpenCLIPTextEncoder``); its weights come from the
-            checkpoint's ``text_encoder.*`` entries.
+            checkpoint's ``text_encoder.*`` entries. Defaults to None: the
+            text tower of the model's backbone ``model_name``.
         checkpoint (str, optional): Stage-1 checkpoint (``backbone.*``,
             ``text_encoder.*``, ``logit_scale``). Defaults to None: the one
             recorded in a resumed checkpoint, else the runner's
@@ -107,7 +108,7 @@ class AnchorSentenceSelectionHook(Hook):
 
     def __init__(self,
                  corpus,
-                 text_encoder: dict,
+                 text_encoder: Optional[dict] = None,
                  checkpoint: Optional[str] = None,
                  pool: Optional[dict] = None,
                  num_anchors: int = 64,
@@ -224,8 +225,19 @@ class AnchorSentenceSelectionHook(Hook):
 
     # -- embedding -----------------------------------------------------------
     @torch.no_grad()
-    def _embed_sentences(self, state, corpus, path, device) -> torch.Tensor:
-        encoder = MODELS.build(copy.deepcopy(self.text_encoder))
+    def _text_encoder_cfg(self, model) -> dict:
+        if self.text_encoder is not None:
+            return copy.deepcopy(self.text_encoder)
+        name = getattr(model.backbone, 'model_name', None)
+        if name is None:
+            raise ValueError(
+                'AnchorSentenceSelectionHook needs text_encoder= when the '
+                'backbone is not an OpenCLIPVisual (no model_name)')
+        return dict(type='OpenCLIPTextEncoder', model_name=name)
+
+    def _embed_sentences(self, state, corpus, path, device,
+                         encoder_cfg: dict) -> torch.Tensor:
+        encoder = MODELS.build(encoder_cfg)
         encoder.load_state_dict(
             self._sub_state(state, 'text_encoder.', path), strict=True)
         encoder.to(device).eval()
@@ -286,7 +298,8 @@ class AnchorSentenceSelectionHook(Hook):
         device = next(model.parameters()).device
         runner.logger.info(f'AnSS: embedding {corpus.num_sentences} '
                            'sentences')
-        text = self._embed_sentences(state, corpus, path, device)
+        text = self._embed_sentences(state, corpus, path, device,
+                                     self._text_encoder_cfg(model))
         scores = torch.full((corpus.num_sentences, ), float('nan'))
         if self.selection == 'anss':
             dataset, keep, pool_labels, _ = pool
