@@ -146,7 +146,6 @@ def test_cvlp_then_lgr_then_test(tmp_path):
         f'model.backbone.model_name={TINY}',
         f'model.head.num_classes={NUM_CLASSES}',
         'model.head.in_channels=16', 'model.head.num_anchors=8',
-        f'custom_hooks.0.text_encoder.model_name={TINY}',
         'custom_hooks.0.num_anchors=8', 'custom_hooks.0.batch_size=16',
         'custom_hooks.0.num_workers=0'
     ] + corpus_options('custom_hooks.0.corpus', root, wiki, cache)

@@ -31,11 +31,11 @@ CFG = osp.join(REPO, 'configs', 'vlltr', 'demo')
 
 # name, config, stage-1 dependency, epochs (full, quick), table label
 TRAIN = [
-    ('cvlp', 'cvlp_demo_fmnist-lt.py', None, (6, 2)),
+    ('cvlp', 'cvlp_demo_fmnist-lt.py', None, (10, 2)),
     ('lgr', 'lgr_demo_fmnist-lt.py', 'cvlp', (8, 1)),
     ('lgr-cutoff', 'lgr-cutoff_demo_fmnist-lt.py', 'cvlp', (8, 1)),
     ('fc', 'fc_demo_fmnist-lt.py', 'cvlp', (8, 1)),
-    ('baseline', 'baseline_demo_fmnist-lt.py', None, (14, 2)),
+    ('baseline', 'baseline_demo_fmnist-lt.py', None, (18, 2)),
 ]
 # table label, run whose checkpoint is tested, paper reference
 METHODS = [

@@ -26,7 +26,7 @@ model = dict(
             type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         topk=(1, )))
 
-max_epochs = 14
+max_epochs = 18
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=3e-4, weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))

@@ -45,7 +45,7 @@ train_dataloader = dict(
         dataset={{_base_.train_dataloader.dataset}},
         corpus=corpus))
 
-max_epochs = 6
+max_epochs = 10
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=3e-4, weight_decay=0.05),
     paramwise_cfg=dict(

@@ -9,7 +9,7 @@ _base_ = [
 ]
 
 demo_model = {{_base_.demo_model}}
-load_from = 'work_dirs/demo/cvlp/epoch_6.pth'
+load_from = 'work_dirs/demo/cvlp/last.pth'
 # M anchors of the ~91 sentences per class (80 prompts + descriptions).
 num_anchors = 32
 
@@ -26,7 +26,10 @@ model = dict(
         logit_scale=100.0,
         learnable_scale=False,
         identity_init=True,
-        fusion='sum',
+        # The authors' inference fusion for ImageNet-LT / Places-LT:
+        # 0.2·softmax(P^I) + 0.8·softmax(P^T).
+        fusion='alpha',
+        alpha=0.2,
         impl='efficient',
         loss=dict(
             type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
