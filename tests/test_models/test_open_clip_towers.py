@@ -389,8 +389,10 @@ def test_text_frozen_stages(stages):
 
 
 def test_text_frozen_stages_hf_tower():
-    from vlltr_mm.models.utils.demo_clip import (DEMO_MODEL_NAME,
-                                                 build_demo_clip_model)
+    from vlltr_mm.models.utils.demo_clip import (
+        DEMO_MODEL_NAME,
+        build_demo_clip_model,
+    )
     model = build_demo_clip_model()
     enc = OpenCLIPTextEncoder(
         DEMO_MODEL_NAME, frozen_stages=5, clip_model=model)

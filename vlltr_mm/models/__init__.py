@@ -1,2 +1,14 @@
-from . import (backbones, classifiers, data_preprocessors, heads,  # noqa: F401
-               losses, necks, utils)
+from . import (
+    backbones,
+    classifiers,
+    data_preprocessors,
+    heads,
+    losses,
+    necks,
+    utils,
+)
+
+__all__ = [
+    'backbones', 'classifiers', 'data_preprocessors', 'heads', 'losses',
+    'necks', 'utils'
+]
