@@ -1,6 +1,7 @@
 # Everything a fresh machine needs, from the project's own files.
 #   make test   - create .venv, install requirements, run the test suite
 #   make demo   - the main job (see README)
+#   make baseline - the tiny CE baseline on generated data
 PYTHON ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
@@ -44,7 +45,10 @@ baseline: install
 	    work_dirs/baseline_ce_tiny-lt/epoch_12.pth \
 	    --work-dir work_dirs/baseline_ce_tiny-lt
 
-demo: baseline
+# The main job (README): Fashion-MNIST-LT, CVLP -> AnSS -> LGR and the
+# baselines, table + JSON + plot in work_dirs/demo.
+demo: install system-deps
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VPY) tools/demo/run_demo.py
 
 clean:
 	rm -rf work_dirs

@@ -181,7 +181,7 @@ def plot(rows, counts, classes, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     by_run = {r['run']: r for r in rows}
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 4.6), dpi=120)
     for run, style in (('baseline', 'o--'), ('lgr', 's-')):
         pairs = sorted(zip(counts, by_run[run]['per_class']))
         ax.plot([c for c, _ in pairs], [a for _, a in pairs], style,
@@ -195,7 +195,8 @@ def plot(rows, counts, classes, path):
     ax.set_ylabel('test accuracy of the class (%)')
     ax.set_ylim(0, 105)
     ax.set_title('Fashion-MNIST-LT: per-class accuracy')
-    ax.legend(loc='lower right', fontsize=8)
+    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=2,
+              fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
