@@ -380,3 +380,19 @@ def test_two_processes_match_single_process(assets, tmp_path):
     # checks that every rank ends up with the same anchors
     log = _torchrun_train(cfg_file, tmp_path / 'dist')
     assert 'AnSS: reusing' in log and 'identical on all 2 ranks' in log
+
+
+def test_sentence_embedding_builds_no_autograd_graph(assets):
+    """Embedding the corpus must not keep activations for backward."""
+    from mmpretrain.registry import TASK_UTILS
+
+    from vlltr_mm.engine.hooks.anss_hook import AnchorSentenceSelectionHook
+    hook = AnchorSentenceSelectionHook(corpus=_corpus(assets))
+    corpus = TASK_UTILS.build(
+        dict(_corpus(assets), class_names=['a', 'b', 'c', 'd', 'e', 'f']))
+    state = AnchorSentenceSelectionHook._load_state(assets['ckpt'])
+    feats = hook._embed_sentences(
+        state, corpus, assets['ckpt'], torch.device('cpu'),
+        dict(type='OpenCLIPTextEncoder', model_name=MODEL))
+    assert feats.shape[0] == corpus.num_sentences
+    assert not feats.requires_grad and feats.grad_fn is None

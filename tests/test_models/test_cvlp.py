@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import os.path as osp
 import socket
 
 import numpy as np
@@ -9,11 +10,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import vlltr_mm  # noqa: F401
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 CLASSES = ['cat', 'dog', 'bird', 'fish']
 
@@ -69,12 +73,11 @@ def test_loss_keys_and_teacher_isolation(tmp_path):
     assert all(not p.requires_grad for p in teacher_params)
 
     # One optimizer step: the student moves, the teacher does not.
-    wrapper = build_optim_wrapper(
-        model,
-        dict(
-            optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.05),
-            paramwise_cfg=dict(
-                custom_keys={'logit_scale': dict(decay_mult=0.0)})))
+    # The optimizer exactly as the shipped CVLP recipe builds it.
+    optim_cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/vlltr/cvlp_r50_imagenet-lt.py')).optim_wrapper
+    optim_cfg.optimizer.lr = 1e-2
+    wrapper = build_optim_wrapper(model, optim_cfg)
     group_ids = {
         id(p)
         for g in wrapper.optimizer.param_groups for p in g['params']

@@ -24,6 +24,8 @@ import json
 import os
 import os.path as osp
 import platform
+import subprocess
+import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -68,17 +70,23 @@ def common_options(root, seed):
     return opts
 
 
-def stage_options(name, data_dir, work_dir, epochs):
-    opts = [f'train_cfg.max_epochs={epochs}']
+def weights_options(name, data_dir):
+    """Stages that start from the demo CLIP file (not from a checkpoint)."""
     weights = osp.join(data_dir, 'demo_clip.pth')
     if name == 'cvlp':
-        opts += [
+        return [
             f'model.backbone.pretrained={weights}',
             f'model.text_encoder.pretrained={weights}'
         ]
-    elif name == 'baseline':
-        opts += [f'model.backbone.pretrained={weights}']
-    else:
+    if name == 'baseline':
+        return [f'model.backbone.pretrained={weights}']
+    return []
+
+
+def stage_options(name, data_dir, work_dir, epochs):
+    opts = [f'train_cfg.max_epochs={epochs}']
+    opts += weights_options(name, data_dir)
+    if name not in ('cvlp', 'baseline'):
         opts += [f'load_from={last_ckpt(work_dir, "cvlp")}']
     if name in ('cvlp', 'baseline'):
         # The cosine phase follows the (possibly shortened) schedule.
@@ -93,7 +101,14 @@ def last_ckpt(work_dir, name):
     return osp.join(work_dir, name, 'last.pth')
 
 
-def train_stage(tools, name, config, epochs, args, base_opts):
+def run_tool(tool, argv):
+    """Run tools/train.py or tools/test.py in a fresh process, as a user
+    would (one stage's memory is returned before the next starts)."""
+    subprocess.run([sys.executable, osp.join(REPO, 'tools', tool), *argv],
+                   cwd=REPO, check=True)
+
+
+def train_stage(name, config, epochs, args, base_opts):
     run_dir = osp.join(args.work_dir, name)
     ckpt = last_ckpt(args.work_dir, name)
     if osp.isfile(ckpt) and not args.force:
@@ -108,7 +123,7 @@ def train_stage(tools, name, config, epochs, args, base_opts):
         ]
     log(f'{name}: training {epochs} epoch(s) ({config})')
     start = time.time()
-    tools['train'].main([
+    run_tool('train.py', [
         osp.join(CFG, config), '--work-dir', run_dir, '--cfg-options', *opts
     ])
     # A stable name for the final weights, whatever the epoch count.
@@ -117,15 +132,17 @@ def train_stage(tools, name, config, epochs, args, base_opts):
     return time.time() - start
 
 
-def test_stage(tools, name, config, args, base_opts):
+def test_stage(name, config, args, base_opts):
     run_dir = osp.join(args.work_dir, name)
     out = osp.join(run_dir, 'test_metrics.json')
     opts = [o for o in base_opts if 'train_dataloader' not in o]
+    opts += weights_options(name, args.data_dir)
     opts += ['test_evaluator.per_class=True', 'custom_hooks=[]']
     start = time.time()
-    tools['test'].main([
-        osp.join(CFG, config), last_ckpt(args.work_dir, name), '--work-dir',
-        run_dir, '--out', out, '--out-item', 'metrics', '--cfg-options', *opts
+    run_tool('test.py', [
+        osp.join(CFG, config),
+        last_ckpt(args.work_dir, name), '--work-dir', run_dir, '--out', out,
+        '--out-item', 'metrics', '--cfg-options', *opts
     ])
     with open(out) as f:
         return json.load(f), time.time() - start
@@ -220,11 +237,8 @@ def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-    tools = {
-        name: _load(f'vlltr_{name}_tool', osp.join(REPO, 'tools', sub))
-        for name, sub in (('train', 'train.py'), ('test', 'test.py'),
-                          ('prepare', 'demo/prepare_demo.py'))
-    }
+    tools = dict(prepare=_load('vlltr_prepare_demo',
+                               osp.join(REPO, 'tools/demo/prepare_demo.py')))
     start = time.time()
     log('preparing data and the demo CLIP model (skipped when present)')
     if args.quick:
@@ -243,13 +257,13 @@ def main(argv=None):
     for i, (name, config, _, epochs) in enumerate(TRAIN, 1):
         log(f'stage {i}/{len(TRAIN)}: {name}')
         timings[f'train_{name}'] = train_stage(
-            tools, name, config, epochs[1] if args.quick else epochs[0],
+            name, config, epochs[1] if args.quick else epochs[0],
             args, base_opts)
     metrics = {}
     for name, config, _, _ in TRAIN:
         log(f'testing {name}')
         metrics[name], timings[f'test_{name}'] = test_stage(
-            tools, name, config, args, base_opts)
+            name, config, args, base_opts)
     timings['total'] = time.time() - start
     table = write_results(args, assets, metrics, timings)
     log(f'done in {timings["total"]:.0f} s; results in {args.work_dir}')

@@ -224,7 +224,6 @@ class AnchorSentenceSelectionHook(Hook):
         return sub
 
     # -- embedding -----------------------------------------------------------
-    @torch.no_grad()
     def _text_encoder_cfg(self, model) -> dict:
         if self.text_encoder is not None:
             return copy.deepcopy(self.text_encoder)
@@ -235,6 +234,7 @@ class AnchorSentenceSelectionHook(Hook):
                 'backbone is not an OpenCLIPVisual (no model_name)')
         return dict(type='OpenCLIPTextEncoder', model_name=name)
 
+    @torch.no_grad()
     def _embed_sentences(self, state, corpus, path, device,
                          encoder_cfg: dict) -> torch.Tensor:
         encoder = MODELS.build(encoder_cfg)
