@@ -31,13 +31,13 @@ import time
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG = osp.join(REPO, 'configs', 'vlltr', 'demo')
 
-# name, config, stage-1 dependency, epochs (full, quick), table label
+# name, config, epochs (full, quick); stages after 'cvlp' start from it
 TRAIN = [
-    ('cvlp', 'cvlp_demo_fmnist-lt.py', None, (10, 2)),
-    ('lgr', 'lgr_demo_fmnist-lt.py', 'cvlp', (8, 1)),
-    ('lgr-cutoff', 'lgr-cutoff_demo_fmnist-lt.py', 'cvlp', (8, 1)),
-    ('fc', 'fc_demo_fmnist-lt.py', 'cvlp', (8, 1)),
-    ('baseline', 'baseline_demo_fmnist-lt.py', None, (18, 2)),
+    ('cvlp', 'cvlp_demo_fmnist-lt.py', (10, 2)),
+    ('lgr', 'lgr_demo_fmnist-lt.py', (8, 1)),
+    ('lgr-cutoff', 'lgr-cutoff_demo_fmnist-lt.py', (8, 1)),
+    ('fc', 'fc_demo_fmnist-lt.py', (8, 1)),
+    ('baseline', 'baseline_demo_fmnist-lt.py', (18, 2)),
 ]
 # table label, run whose checkpoint is tested, paper reference
 METHODS = [
@@ -254,13 +254,13 @@ def main(argv=None):
     timings = dict(prepare=time.time() - start)
     os.makedirs(args.work_dir, exist_ok=True)
     base_opts = common_options(assets['data_root'], args.seed)
-    for i, (name, config, _, epochs) in enumerate(TRAIN, 1):
+    for i, (name, config, epochs) in enumerate(TRAIN, 1):
         log(f'stage {i}/{len(TRAIN)}: {name}')
         timings[f'train_{name}'] = train_stage(
             name, config, epochs[1] if args.quick else epochs[0],
             args, base_opts)
     metrics = {}
-    for name, config, _, _ in TRAIN:
+    for name, config, _ in TRAIN:
         log(f'testing {name}')
         metrics[name], timings[f'test_{name}'] = test_stage(
             name, config, args, base_opts)
