@@ -154,9 +154,10 @@ def test_matches_mmpretrain_accuracy_and_reference():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match='exactly one of class_counts'):
-        LongTailAccuracy()
-    with pytest.raises(ValueError, match='exactly one of class_counts'):
+    # Neither class_counts nor train_ann_file is fine now (ClassPriorHook
+    # sets the counts later); both is not.
+    assert LongTailAccuracy().class_counts is None
+    with pytest.raises(ValueError, match='at most one of class_counts'):
         LongTailAccuracy(class_counts=COUNTS, train_ann_file='train.txt')
     with pytest.raises(ValueError, match='non-negative integer'):
         LongTailAccuracy(class_counts=[10, -1])
@@ -183,6 +184,37 @@ def test_errors():
     bad = make_samples([(5, 0, 1)])
     with pytest.raises(ValueError, match='gt_label out of range'):
         metric.process(None, bad)
+
+
+def test_set_class_counts_later():
+    metric = LongTailAccuracy(topk=(1, 2), per_class=True)
+    assert not metric.explicit
+    with pytest.raises(RuntimeError, match='ClassPriorHook'):
+        metric.process(None, make_samples())
+    assert metric.results == []
+    for bad, match in (([10, -1], 'non-negative integer'),
+                       ([[10, 1]], 'non-negative integer'),
+                       ([0, 0, 0], 'all zero')):
+        with pytest.raises(ValueError, match=match):
+            metric.set_class_counts(bad)
+        assert metric.class_counts is None
+    metric.set_class_counts(np.array(COUNTS))
+    assert metric.class_counts.dtype == np.int64
+    assert metric.class_counts.tolist() == COUNTS
+    assert metric.num_classes == 5 and not metric.explicit
+    assert metric.group_masks['many'].tolist() == [1, 1, 0, 0, 0]
+    assert metric.group_masks['medium'].tolist() == [0, 0, 1, 0, 0]
+    assert metric.group_masks['few'].tolist() == [0, 0, 0, 1, 1]
+    # The same results as counts given at construction.
+    ref = evaluate(
+        LongTailAccuracy(topk=(1, 2), class_counts=COUNTS, per_class=True),
+        make_samples())
+    assert evaluate(metric, make_samples()) == ref
+    # Exclusive thresholds given at construction apply to later counts.
+    metric = LongTailAccuracy(many_inclusive=False, few_inclusive=False)
+    metric.set_class_counts(COUNTS)
+    assert metric.group_masks['medium'].tolist() == [0, 1, 1, 1, 0]
+    assert LongTailAccuracy(class_counts=COUNTS).explicit
 
 
 def _free_port():

@@ -306,6 +306,21 @@ def test_autocast_keeps_text_branch_in_float32():
     torch.testing.assert_close(logits_text, expected, rtol=0.05, atol=0.5)
 
 
+def test_first_forward_under_autocast_caches_float32_statistics():
+    # AMP training: the cached anchor statistics are built inside autocast
+    # on the first step and must still serve float32 forwards afterwards.
+    head = make_head()
+    x = torch.randn(B, D)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        first = head.branch_logits((x, ))[1]
+    assert all(t.dtype == torch.float32 for t in head._stats.values()
+               if torch.is_tensor(t) and t.is_floating_point())
+    plain = head.branch_logits((x, ))[1]
+    expected = make_head().branch_logits((x, ))[1]
+    torch.testing.assert_close(plain, expected)
+    torch.testing.assert_close(first, expected, rtol=0.05, atol=0.5)
+
+
 class _FlattenLinear(nn.Module):
     """Trivial backbone: flatten the image, one linear layer."""
 

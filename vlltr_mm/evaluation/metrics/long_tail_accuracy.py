@@ -8,6 +8,7 @@ from mmengine.evaluator import BaseMetric
 from mmpretrain.registry import METRICS
 
 from vlltr_mm.datasets.annotation_io import count_classes_from_file
+from vlltr_mm.models.utils.class_prior import check_class_counts
 
 
 @METRICS.register_module()
@@ -52,10 +53,14 @@ class LongTailAccuracy(BaseMetric):
         class_counts (Sequence[int], optional): Training images per class,
             shape ``[num_classes]``. Defaults to None.
         train_ann_file (str, optional): Training annotation file to count
-            the classes from instead of ``class_counts``. Defaults to None.
-        num_classes (int, optional): Number of classes when counting from
-            ``train_ann_file`` (so that trailing classes without training
-            images are kept). Defaults to None.
+            the classes from instead of ``class_counts``. With neither,
+            ``ClassPriorHook`` sets the counts from the training dataset
+            (in training) or from the model's checkpointed prior (in
+            ``tools/test.py``). Defaults to None.
+        num_classes (int, optional): Number of classes: counting from
+            ``train_ann_file`` keeps trailing classes without training
+            images, and counts set later must have this length.
+            Defaults to None.
         per_class (bool): Whether to add the per-class accuracy list.
             Defaults to False.
         collect_device (str): Device for gathering results across ranks,
@@ -92,22 +97,12 @@ class LongTailAccuracy(BaseMetric):
                 f'topk must be positive integers, got {topk!r}.')
         self.maxk = max(self.topk)
 
-        if (class_counts is None) == (train_ann_file is None):
-            raise ValueError('Give exactly one of class_counts and '
+        if class_counts is not None and train_ann_file is not None:
+            raise ValueError('Give at most one of class_counts and '
                              'train_ann_file to split the classes.')
         if train_ann_file is not None:
             class_counts = count_classes_from_file(train_ann_file,
                                                    num_classes)
-        counts = np.asarray(class_counts)
-        if (counts.ndim != 1 or counts.size == 0
-                or counts.dtype.kind not in 'iuf'
-                or not np.all(counts == np.round(counts))
-                or np.any(counts < 0)):
-            raise ValueError('class_counts must be a non-empty 1-D list of '
-                             'non-negative integer training counts.')
-        self.class_counts = counts.astype(np.int64)
-        self.num_classes = len(self.class_counts)
-
         if few_threshold > many_threshold or (
                 few_threshold == many_threshold and many_inclusive
                 and few_inclusive):
@@ -115,12 +110,28 @@ class LongTailAccuracy(BaseMetric):
                 f'few_threshold ({few_threshold}) and many_threshold '
                 f'({many_threshold}) make the few- and many-shot groups '
                 'overlap.')
-        n = torch.from_numpy(self.class_counts)
-        many = n >= many_threshold if many_inclusive else n > many_threshold
-        few = n <= few_threshold if few_inclusive else n < few_threshold
+        self._thresholds = (many_threshold, few_threshold, many_inclusive,
+                            few_inclusive)
+        self.per_class = per_class
+        self.explicit = class_counts is not None
+        self.class_counts = None
+        self.num_classes = self._expected_classes = num_classes
+        if class_counts is not None:
+            self.set_class_counts(class_counts)
+
+    def set_class_counts(self, class_counts) -> None:
+        """Set the training counts [C] that split the classes into many /
+        medium / few (called by ``ClassPriorHook``)."""
+        counts = check_class_counts(class_counts, self._expected_classes,
+                                    name='class_counts')
+        self.class_counts = counts
+        self.num_classes = len(counts)
+        many_t, few_t, many_inc, few_inc = self._thresholds
+        n = torch.from_numpy(counts)
+        many = n >= many_t if many_inc else n > many_t
+        few = n <= few_t if few_inc else n < few_t
         # [num_classes] bool masks, one per group.
         self.group_masks = dict(many=many, medium=~(many | few), few=few)
-        self.per_class = per_class
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         """Keep the top-k predicted classes and the label of each sample.
@@ -131,6 +142,14 @@ class LongTailAccuracy(BaseMetric):
                 and ``pred_score`` (shape ``[num_classes]``) or
                 ``pred_label``.
         """
+        if self.class_counts is None:
+            raise RuntimeError(
+                'LongTailAccuracy has no training class counts to split the '
+                'classes into many / medium / few. Add '
+                "`dict(type='ClassPriorHook')` to `custom_hooks` (it takes "
+                'them from the training dataset, or from the prior saved in '
+                'the checkpoint), or give `class_counts` or '
+                '`train_ann_file`.')
         gt = torch.stack([
             torch.as_tensor(s.get('gt_label')).reshape(-1)
             for s in data_samples

@@ -7,7 +7,7 @@ literally (keys ``K`` [C, M, D] and gathered texts ``G`` [B, C, D]);
 :mod:`.lgr_attention`.
 """
 import math
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from mmpretrain.models.heads import ClsHead
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from ..utils.class_prior import ClassPrior
 from .lgr_attention import anchor_statistics, efficient_cosine
 
 _NO_ANCHORS = (
@@ -70,6 +71,20 @@ class LGRHead(ClsHead):
             (1 - alpha) * P^T``. Defaults to ``'sum'``.
         alpha (float): Image-branch weight of ``fusion='alpha'``.
             Defaults to 0.5.
+        posthoc_tau (float): Post-hoc logit adjustment at prediction
+            (Menon et al., ICLR 2021, Eq. 9): ``logits - tau * log(pi)``
+            with the training-set prior ``pi``. 0 leaves predictions
+            unchanged. Defaults to 0.0.
+        posthoc_target (str): Where the adjustment applies: ``'image'``:
+            the image-branch logits before their softmax (the MLP is the
+            part trained as a plain classifier on the long-tailed data, so
+            it carries the label prior; the text branch scores cosines to
+            fixed class sentences); ``'fused'``: the log of the fused
+            probabilities, renormalised. Defaults to ``'image'``.
+        class_counts (Sequence[int], optional): Training images per class
+            for ``posthoc_tau``; None lets ``ClassPriorHook`` set them from
+            the training dataset (they are saved in the checkpoint).
+            Defaults to None.
         impl (str): ``'efficient'`` or ``'direct'``. Defaults to
             ``'efficient'``.
         class_chunk (int, optional): Classes per chunk in the efficient
@@ -97,6 +112,9 @@ class LGRHead(ClsHead):
                  qk_bias: bool = False,
                  fusion: str = 'sum',
                  alpha: float = 0.5,
+                 posthoc_tau: float = 0.0,
+                 posthoc_target: str = 'image',
+                 class_counts: Optional[Sequence[int]] = None,
                  impl: str = 'efficient',
                  class_chunk: Optional[int] = None,
                  loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
@@ -118,6 +136,11 @@ class LGRHead(ClsHead):
                              f'{fusion!r}')
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f'alpha must be in [0, 1], got {alpha}')
+        if not posthoc_tau >= 0:
+            raise ValueError(f'posthoc_tau must be >= 0, got {posthoc_tau}')
+        if posthoc_target not in ('image', 'fused'):
+            raise ValueError(f"posthoc_target must be 'image' or 'fused', "
+                             f'got {posthoc_target!r}')
         if impl not in ('efficient', 'direct'):
             raise ValueError(f"impl must be 'efficient' or 'direct', got "
                              f'{impl!r}')
@@ -131,6 +154,9 @@ class LGRHead(ClsHead):
         self.identity_init = identity_init
         self.fusion = fusion
         self.alpha = alpha
+        self.posthoc_tau = float(posthoc_tau)
+        self.posthoc_target = posthoc_target
+        self.class_prior = ClassPrior(class_counts, num_classes)
         self.impl = impl
         self.class_chunk = class_chunk
 
@@ -178,6 +204,10 @@ class LGRHead(ClsHead):
         """Apply ``init_cfg``, then restore the identity projections."""
         super().init_weights()
         self._reset_qk()
+
+    def set_class_counts(self, class_counts) -> None:
+        """Set the training counts [C] (called by ``ClassPriorHook``)."""
+        self.class_prior.set_counts(class_counts)
 
     @property
     def has_anchors(self) -> bool:
@@ -257,8 +287,12 @@ class LGRHead(ClsHead):
                self.anchors.dtype, self.anchors.device,
                self.attn_norm_k.eps)
         if key != self._stats_key:
-            self._stats = anchor_statistics(self.anchors,
-                                            self.attn_norm_k.eps)
+            # Cached across steps: built in the anchors' own precision even
+            # if the first forward runs under autocast (AMP), else a bf16
+            # Gram would meet float32 operands later.
+            with torch.autocast(self.anchors.device.type, enabled=False):
+                self._stats = anchor_statistics(self.anchors,
+                                                self.attn_norm_k.eps)
             self._stats_key = key
         return self._stats
 
@@ -319,9 +353,26 @@ class LGRHead(ClsHead):
     def fuse(self, logits_image: torch.Tensor,
              logits_text: torch.Tensor) -> torch.Tensor:
         """Fused class probabilities [B, C] (Eq. 7 or the alpha mix)."""
+        return self.branch_scores(logits_image, logits_text)[0]
+
+    def branch_scores(
+        self, logits_image: torch.Tensor, logits_text: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fused, image and text probabilities, each [B, C], with the
+        post-hoc logit adjustment (``posthoc_tau``) applied."""
+        adjust = self.posthoc_tau != 0
+        if adjust:
+            shift = self.posthoc_tau * self.class_prior.log_prior(
+                logits_image.dtype)
+        if adjust and self.posthoc_target == 'image':
+            logits_image = logits_image - shift
+        score_image = logits_image.softmax(-1)
+        score_text = logits_text.softmax(-1)
         weight = 0.5 if self.fusion == 'sum' else self.alpha
-        return (weight * logits_image.softmax(-1) +
-                (1 - weight) * logits_text.softmax(-1))
+        score = weight * score_image + (1 - weight) * score_text
+        if adjust and self.posthoc_target == 'fused':
+            score = (score.log() - shift).softmax(-1)
+        return score, score_image, score_text
 
     def forward(self, feats: Tuple[torch.Tensor]) -> torch.Tensor:
         """Fused class probabilities [B, C]."""
@@ -364,10 +415,8 @@ class LGRHead(ClsHead):
     ) -> List[DataSample]:
         """Fused ``pred_score``, ``pred_label`` and both branch scores."""
         logits_image, logits_text = self.branch_logits(feats)
-        score_image = logits_image.softmax(-1).detach()
-        score_text = logits_text.softmax(-1).detach()
-        weight = 0.5 if self.fusion == 'sum' else self.alpha
-        score = weight * score_image + (1 - weight) * score_text
+        score, score_image, score_text = (
+            s.detach() for s in self.branch_scores(logits_image, logits_text))
         labels = score.argmax(dim=1, keepdim=True)
         if data_samples is None:
             data_samples = [None] * score.size(0)

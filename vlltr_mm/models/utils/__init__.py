@@ -1,4 +1,5 @@
 from .anss import lin_loss_scores, select_anchors, select_pool  # noqa: F401
+from .class_prior import ClassPrior, check_class_counts  # noqa: F401
 from .distributed import (  # noqa: F401
     gather_batch_sizes,
     gather_no_grad,
