@@ -246,5 +246,8 @@ def test_ddp_equals_single_process(tmp_path, distill):
     torch.testing.assert_close(out['loss'], loss, rtol=0, atol=1e-5)
     assert set(out['grads']) == set(ref)
     for name, grad in ref.items():
+        # Float32 sums in another order (two half batches, other thread
+        # counts) differ by a few ulps: relative 1e-5 on gradients of up to
+        # ~40 (positional embedding), far below a wrong scale or term.
         torch.testing.assert_close(
-            out['grads'][name], grad, rtol=0, atol=1e-5, msg=name)
+            out['grads'][name], grad, rtol=1e-5, atol=1e-5, msg=name)

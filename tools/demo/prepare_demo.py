@@ -17,11 +17,13 @@ Example::
     python tools/demo/prepare_demo.py            # -> data/demo
 """
 import argparse
+import glob
 import importlib.util
 import json
 import os
 import os.path as osp
 import time
+import warnings
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -55,8 +57,10 @@ def check_demo_text(text_dir: str, class_names: List[str],
         special tokens included) and ``context_length``.
 
     Raises:
-        ValueError: If names differ, a class has too few sentences, or a
-            sentence would be truncated.
+        ValueError: If names differ or a sentence would be truncated. A
+            class with fewer than ``min_sentences`` description sentences
+            only warns: the prompts still describe it, and a user's text
+            may be short.
     """
     import open_clip
 
@@ -85,8 +89,9 @@ def check_demo_text(text_dir: str, class_names: List[str],
     thin = [corpus.class_names[c] for c in np.flatnonzero(
         described < min_sentences)]
     if thin:
-        raise ValueError(f'{text_dir}: fewer than {min_sentences} '
-                         f'description sentences for {thin}')
+        warnings.warn(f'{text_dir}: fewer than {min_sentences} description '
+                      f'sentences for {thin}; AnSS will choose mostly '
+                      'prompts for them')
     lengths = [
         len(ids) for ids in tokenizer.tokenizer(
             corpus.sentences, add_special_tokens=True)['input_ids']
@@ -161,7 +166,8 @@ def prepare_demo(out_dir: str = 'data/demo',
         text_dir=osp.abspath(text_dir),
         text_labels_file=osp.join(osp.abspath(text_dir), 'labels.txt'),
         wiki_dir=osp.join(osp.abspath(text_dir), 'wiki'),
-        text=text, model_name=demo_clip.DEMO_MODEL_NAME, checkpoint=ckpt,
+        text=text, model_name=demo_clip.DEMO_MODEL_NAME,
+        checkpoint=osp.abspath(ckpt),
         embed_dim=demo_clip.DEMO_EMBED_DIM,
         image_size=demo_clip.DEMO_IMAGE_SIZE,
         context_length=demo_clip.DEMO_CONTEXT_LENGTH,
@@ -170,6 +176,65 @@ def prepare_demo(out_dir: str = 'data/demo',
     with open(osp.join(out_dir, 'demo_assets.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def find_lists(data_root: str) -> Dict[str, str]:
+    """The ``*_train.txt``, ``*_val.txt`` and ``*_test.txt`` list files of
+    a data root (exactly one each), split -> absolute path."""
+    found = {}
+    for split in ('train', 'val', 'test'):
+        hits = sorted(glob.glob(osp.join(data_root, f'*_{split}.txt')))
+        if len(hits) != 1:
+            raise FileNotFoundError(
+                f'{data_root}: expected exactly one *_{split}.txt list file '
+                f'(ImageNet-LT format), found {len(hits)}: {hits}; pass '
+                f'--{split}-list instead')
+        found[split] = osp.abspath(hits[0])
+    return found
+
+
+def prepare_custom(data_root: str, text_dir: str, out_dir: str,
+                   ann_files: Optional[Dict[str, str]] = None,
+                   seed: int = 0) -> Dict:
+    """Describe a user's long-tailed dataset and build the demo model.
+
+    Args:
+        data_root (str): Folder with ``labels.txt``, the images and the
+            ``*_{train,val,test}.txt`` lists (``relative/path label``).
+        text_dir (str): Class text: ``labels.txt`` + ``wiki/desc_{i}.txt``.
+        out_dir (str): Where the demo CLIP checkpoint goes.
+        ann_files (dict, optional): split -> list file, overriding the
+            search. Defaults to None.
+        seed (int): Seed of the demo model's projections. Defaults to 0.
+
+    Returns:
+        dict: The same keys as :func:`prepare_demo`'s summary.
+    """
+    from vlltr_mm.datasets.annotation_io import (
+        count_classes_from_file,
+        read_class_names,
+    )
+    from vlltr_mm.models.utils import demo_clip
+    lists = find_lists(data_root) if not ann_files else {}
+    lists.update({k: osp.abspath(v) for k, v in (ann_files or {}).items()})
+    classes = read_class_names(osp.join(data_root, 'labels.txt'))
+    counts = count_classes_from_file(lists['train'], len(classes))
+    empty = [classes[c] for c in np.flatnonzero(counts == 0)]
+    if empty:
+        warnings.warn(f"{lists['train']}: no training image for {empty}")
+    text = check_demo_text(text_dir, classes)
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt = osp.join(out_dir, 'demo_clip.pth')
+    demo_clip.build_demo_clip_checkpoint(ckpt, seed=seed)
+    text_dir = osp.abspath(text_dir)
+    return dict(
+        data_root=osp.abspath(data_root), ann_files=lists,
+        labels_file=osp.join(osp.abspath(data_root), 'labels.txt'),
+        classes=classes, train_counts=counts.tolist(), text_dir=text_dir,
+        text_labels_file=osp.join(text_dir, 'labels.txt'),
+        wiki_dir=osp.join(text_dir, 'wiki'), text=text,
+        model_name=demo_clip.DEMO_MODEL_NAME, checkpoint=osp.abspath(ckpt),
+        seed=seed)
 
 
 def parse_args(argv=None):

@@ -1,22 +1,29 @@
-"""The main job: VL-LTR against its baselines on Fashion-MNIST-LT, on CPU.
+"""VL-LTR against strong long-tail baselines on a long-tailed dataset, on CPU.
 
-Prepares what is missing (data, demo CLIP checkpoint), then runs through
-``tools/train.py`` / ``tools/test.py``:
+By default the dataset is Fashion-MNIST-LT (built from Debian's
+``dataset-fashion-mnist``) with our class text in ``configs/vlltr/demo_text``;
+``--data-root`` / ``--text-dir`` take any dataset in the ImageNet-LT list
+format instead (``labels.txt`` + one ``*_train.txt``, ``*_val.txt``,
+``*_test.txt`` each; text as ``labels.txt`` + ``wiki/desc_{i}.txt``). The
+number of classes and the training counts are read from the data.
 
-1. CVLP (stage 1) and its zero-shot test (Table 1 "Zero-Shot CLIP");
-2. AnSS + LGR (stage 2: VL-LTR, Table 1 / Table 4 #1);
-3. LGR with cut-off anchors (Table 4 #7);
-4. an FC head on the CVLP image tower (Table 4 #5);
-5. the vision-only baseline (Table 1 "Baseline"),
-
-and writes ``results.json``, ``results.md`` (overall / many / medium / few
-per method) and ``per_class_accuracy.png`` (per-class accuracy against
-training count, VL-LTR vs the baseline) into the work dir.
+For every seed, each stage runs through ``tools/train.py`` /
+``tools/test.py`` in its own process (configs in ``configs/vlltr/demo``):
+CVLP (stage 1), AnSS + LGR (VL-LTR), LGR with cut-off anchors, LGR on the
+initial model without CVLP, an FC head on the CVLP features, and the
+vision-only baseline. The fusion weight alpha and the post-hoc logit
+adjustment tau are chosen on the val split (``demo_selection.py``); the
+test split is used once per table row. Output in the work dir:
+``results.json`` (every seed's numbers, means, stds, the val choices),
+``results.md`` (mean ± std) and ``per_class_accuracy.png``.
 
 Example::
 
-    python tools/demo/run_demo.py                 # work_dirs/demo
-    python tools/demo/run_demo.py --quick         # 1-epoch smoke run
+    python tools/demo/run_demo.py                     # Fashion-MNIST-LT
+    python tools/demo/run_demo.py --seeds 0 1 2       # the README's table
+    python tools/demo/run_demo.py --data-root data/digits_lt \\
+        --text-dir configs/vlltr/demo_text_digits --name Digits-LT
+    python tools/demo/run_demo.py --quick             # smoke run
 """
 import argparse
 import importlib.util
@@ -24,29 +31,16 @@ import json
 import os
 import os.path as osp
 import platform
-import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CFG = osp.join(REPO, 'configs', 'vlltr', 'demo')
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import demo_report  # noqa: E402
+import demo_selection  # noqa: E402
+from demo_stages import METHODS, REPO, STAGES, StageRunner, log  # noqa: E402
 
-# name, config, epochs (full, quick); stages after 'cvlp' start from it
-TRAIN = [
-    ('cvlp', 'cvlp_demo_fmnist-lt.py', (10, 2)),
-    ('lgr', 'lgr_demo_fmnist-lt.py', (8, 1)),
-    ('lgr-cutoff', 'lgr-cutoff_demo_fmnist-lt.py', (8, 1)),
-    ('fc', 'fc_demo_fmnist-lt.py', (8, 1)),
-    ('baseline', 'baseline_demo_fmnist-lt.py', (18, 2)),
-]
-# table label, run whose checkpoint is tested, paper reference
-METHODS = [
-    ('Baseline (vision only, FC, fine-tuned)', 'baseline', 'Table 1'),
-    ('Zero-shot (CVLP text prototypes)', 'cvlp', 'Table 1'),
-    ('FC head on CVLP features', 'fc', 'Table 4 #5'),
-    ('LGR + cut-off anchors', 'lgr-cutoff', 'Table 4 #7'),
-    ('VL-LTR (LGR + AnSS)', 'lgr', 'Table 1, Table 4 #1'),
-]
+RECORDED = osp.join(REPO, 'docs', 'demo_results.json')
 
 
 def _load(name, path):
@@ -56,218 +50,164 @@ def _load(name, path):
     return module
 
 
-def log(msg):
-    print(f'[demo {time.strftime("%H:%M:%S")}] {msg}', flush=True)
-
-
-def common_options(root, seed):
-    opts = [f'randomness.seed={seed}']
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        data = 'dataset.dataset' if key == 'train_dataloader' else 'dataset'
-        opts.append(f'{key}.{data}.data_root={root}')
-    for key in ('val_evaluator', 'test_evaluator'):
-        opts.append(f'{key}.train_ann_file={root}/FashionMNIST_LT_train.txt')
-    return opts
-
-
-def weights_options(name, data_dir):
-    """Stages that start from the demo CLIP file (not from a checkpoint)."""
-    weights = osp.join(data_dir, 'demo_clip.pth')
-    if name == 'cvlp':
-        return [
-            f'model.backbone.pretrained={weights}',
-            f'model.text_encoder.pretrained={weights}'
-        ]
-    if name == 'baseline':
-        return [f'model.backbone.pretrained={weights}']
-    return []
-
-
-def stage_options(name, data_dir, work_dir, epochs):
-    opts = [f'train_cfg.max_epochs={epochs}']
-    opts += weights_options(name, data_dir)
-    if name not in ('cvlp', 'baseline'):
-        opts += [f'load_from={last_ckpt(work_dir, "cvlp")}']
-    if name in ('cvlp', 'baseline'):
-        # The cosine phase follows the (possibly shortened) schedule.
-        opts += [f'param_scheduler.1.T_max={max(epochs - 1, 1)}',
-                 f'param_scheduler.1.end={epochs}']
+def prepare(args) -> dict:
+    """Data, text check and demo model; returns the asset summary."""
+    prep = _load('vlltr_prepare_demo',
+                 osp.join(REPO, 'tools', 'demo', 'prepare_demo.py'))
+    if args.data_root is None:
+        # --quick: a smaller long tail (100 -> 1) and test split (20 per
+        # class), for smoke runs.
+        kwargs = dict(data_name='fashion_mnist_lt_small',
+                      data_kwargs=dict(n_max=100, val_per_class=5,
+                                       test_per_class=20)) if args.quick \
+            else {}
+        assets = prep.prepare_demo(args.data_dir, seed=args.data_seed,
+                                   **kwargs)
+        assets['name'] = args.name or 'Fashion-MNIST-LT'
+        assets['dataset'] = (f"{assets['name']} (imbalance factor 100, "
+                             f"{osp.relpath(assets['data_root'], REPO)})")
     else:
-        opts += [f'param_scheduler.T_max={epochs}']
-    return opts
+        lists = {s: getattr(args, f'{s}_list') for s in ('train', 'val',
+                                                          'test')}
+        if any(lists.values()) and not all(lists.values()):
+            raise SystemExit('give all of --train-list --val-list '
+                             '--test-list, or none')
+        assets = prep.prepare_custom(
+            args.data_root, args.text_dir, args.data_dir,
+            ann_files=lists if all(lists.values()) else None,
+            seed=args.data_seed)
+        assets['name'] = args.name or osp.basename(
+            osp.normpath(args.data_root))
+        assets['dataset'] = f"{assets['name']} ({args.data_root})"
+    from vlltr_mm.datasets.annotation_io import count_classes_from_file
+    assets['train_counts'] = count_classes_from_file(
+        assets['ann_files']['train'], len(assets['classes'])).tolist()
+    for split, path in assets['ann_files'].items():
+        assets['ann_files'][split] = osp.abspath(path)
+    assets['data_root'] = osp.abspath(assets['data_root'])
+    paths = [assets['data_root'], assets['text_dir'], assets['checkpoint'],
+             *assets['ann_files'].values()]
+    bad = [p for p in paths if ',' in p]
+    if bad:
+        # --cfg-options splits every value at its commas.
+        raise SystemExit(f'paths passed to the tools through --cfg-options '
+                         f'may not contain commas: {bad}; move or link them')
+    return assets
 
 
-def last_ckpt(work_dir, name):
-    return osp.join(work_dir, name, 'last.pth')
+def run_seed(args, assets: dict, seed: int) -> dict:
+    """Train, select on val and test every method for one seed."""
+    work = osp.join(args.work_dir, f'seed_{seed}')
+    # Several seeds at once share the cores instead of oversubscribing
+    # them (thread counts can change the last digits of CPU results).
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) \
+        if args.jobs > 1 else None
+    runner = StageRunner(work, assets, seed, args.quick, args.force,
+                         threads)
+    timings = dict(init_checkpoint=runner.init_checkpoint())
+    for i, stage in enumerate(STAGES, 1):
+        log(f'seed {seed}, stage {i}/{len(STAGES)}: {stage.name}')
+        timings[f'train_{stage.name}'] = runner.train(stage)
 
-
-def run_tool(tool, argv):
-    """Run tools/train.py or tools/test.py in a fresh process, as a user
-    would (one stage's memory is returned before the next starts)."""
-    subprocess.run([sys.executable, osp.join(REPO, 'tools', tool), *argv],
-                   cwd=REPO, check=True)
-
-
-def train_stage(name, config, epochs, args, base_opts):
-    run_dir = osp.join(args.work_dir, name)
-    ckpt = last_ckpt(args.work_dir, name)
-    if osp.isfile(ckpt) and not args.force:
-        log(f'{name}: {ckpt} exists, skipped (--force to retrain)')
-        return 0.0
-    opts = base_opts + stage_options(name, args.data_dir, args.work_dir,
-                                     epochs)
-    if name != 'cvlp':
-        opts = [o for o in opts if 'dataset.dataset.' not in o] + [
-            o.replace('dataset.dataset.', 'dataset.')
-            for o in opts if 'dataset.dataset.' in o
-        ]
-    log(f'{name}: training {epochs} epoch(s) ({config})')
-    start = time.time()
-    run_tool('train.py', [
-        osp.join(CFG, config), '--work-dir', run_dir, '--cfg-options', *opts
-    ])
-    # A stable name for the final weights, whatever the epoch count.
-    final = osp.join(run_dir, f'epoch_{epochs}.pth')
-    os.replace(final, ckpt)
-    return time.time() - start
-
-
-def test_stage(name, config, args, base_opts):
-    run_dir = osp.join(args.work_dir, name)
-    out = osp.join(run_dir, 'test_metrics.json')
-    opts = [o for o in base_opts if 'train_dataloader' not in o]
-    opts += weights_options(name, args.data_dir)
-    opts += ['test_evaluator.per_class=True', 'custom_hooks=[]']
-    start = time.time()
-    run_tool('test.py', [
-        osp.join(CFG, config),
-        last_ckpt(args.work_dir, name), '--work-dir', run_dir, '--out', out,
-        '--out-item', 'metrics', '--cfg-options', *opts
-    ])
-    with open(out) as f:
-        return json.load(f), time.time() - start
-
-
-def write_results(args, assets, metrics, timings):
     counts = assets['train_counts']
-    rows = []
-    for label, run, ref in METHODS:
-        m = metrics[run]
-        rows.append(
-            dict(
-                method=label,
-                run=run,
-                paper=ref,
-                overall=m['accuracy/top1'],
-                many=m['accuracy/many'],
-                medium=m['accuracy/medium'],
-                few=m['accuracy/few'],
-                per_class=m['accuracy/per_class']))
-    result = dict(
-        dataset=f"Fashion-MNIST-LT (imbalance factor 100, "
-        f"{assets['data_root']})",
-        classes=assets['classes'],
-        train_counts=counts,
-        seed=args.seed,
-        quick=args.quick,
-        machine=f'{platform.machine()}, {os.cpu_count()} CPU cores, '
-        f'{platform.python_version()}',
-        timings_s=timings,
-        methods=rows)
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump(result, f, indent=2)
-
-    lines = [
-        '| Method | Overall | Many | Medium | Few | Paper |',
-        '| --- | ---: | ---: | ---: | ---: | --- |',
-    ]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['overall']:.1f} | "
-                     f"{r['many']:.1f} | {r['medium']:.1f} | "
-                     f"{r['few']:.1f} | {r['paper']} |")
-    table = '\n'.join(lines)
-    with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
-        f.write(table + '\n')
-    plot(rows, counts, assets['classes'],
-         osp.join(args.work_dir, 'per_class_accuracy.png'))
-    return table
-
-
-def plot(rows, counts, classes, path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    by_run = {r['run']: r for r in rows}
-    fig, ax = plt.subplots(figsize=(7, 4.6), dpi=120)
-    for run, style in (('baseline', 'o--'), ('lgr', 's-')):
-        pairs = sorted(zip(counts, by_run[run]['per_class']))
-        ax.plot([c for c, _ in pairs], [a for _, a in pairs], style,
-                label=by_run[run]['method'])
-    for c, name in zip(counts, classes):
-        ax.annotate(name, (c, 2), fontsize=7, rotation=90, ha='center')
-    for edge in (20, 100):
-        ax.axvline(edge, color='grey', lw=0.8, ls=':')
-    ax.set_xscale('log')
-    ax.set_xlabel('training images of the class (log scale)')
-    ax.set_ylabel('test accuracy of the class (%)')
-    ax.set_ylim(0, 105)
-    ax.set_title('Fashion-MNIST-LT: per-class accuracy')
-    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=2,
-              fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    choices = {}
+    for run in sorted({m.run for m in METHODS if m.select}):
+        stage = next(s for s in STAGES if s.name == run)
+        out = osp.join(work, run, 'val_predictions.pkl')
+        timings[f'val_{run}'] = runner.test(run, stage.config, 'val', out)
+        choices[run] = demo_selection.load_predictions(out)
+    results = {}
+    for m in METHODS:
+        choice = {}
+        if m.select:
+            choice = demo_selection.select(choices[m.run], counts, m.select)
+            log(f"seed {seed}, {m.label}: chose alpha={choice['alpha']}, "
+                f"tau={choice['tau']} on val (balanced acc "
+                f"{choice['val_acc']:.1f})")
+        out = osp.join(work, m.run, f'test_{osp.splitext(m.config)[0]}.json')
+        timings[f'test_{m.config}'] = runner.test(
+            m.run, m.config, 'test', out, demo_selection.options(choice))
+        with open(out) as f:
+            results[m.label] = dict(metrics=json.load(f), choice=choice)
+    timings['total'] = sum(timings.values())
+    return dict(results=results, timings=timings)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--data-dir', default='data/demo')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument(
-        '--quick',
-        action='store_true',
-        help='smoke run: a smaller dataset and 1-2 epochs per stage')
-    parser.add_argument(
-        '--force', action='store_true', help='retrain finished stages')
-    return parser.parse_args(argv)
+    parser.add_argument('--data-dir', default='data/demo',
+                        help='where prepared data and the demo model go')
+    parser.add_argument('--data-root', help='a long-tailed dataset in the '
+                        'list format (default: build Fashion-MNIST-LT)')
+    parser.add_argument('--text-dir',
+                        default=osp.join(REPO, 'configs', 'vlltr',
+                                         'demo_text'),
+                        help='class text: labels.txt + wiki/desc_{i}.txt')
+    for split in ('train', 'val', 'test'):
+        parser.add_argument(f'--{split}-list', help=f'{split} list file '
+                            f'(default: the one *_{split}.txt of --data-root)')
+    parser.add_argument('--name', help='dataset name for the report')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
+                        help='training seeds (default: 0)')
+    parser.add_argument('--data-seed', type=int, default=0,
+                        help='seed of the data split and of the demo '
+                        "model's projections, fixed across --seeds")
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='seeds run at once, the cores split between '
+                        'them (default 1; timings and last digits are '
+                        'those of --jobs 1 only with 1)')
+    parser.add_argument('--quick', action='store_true',
+                        help='smoke run: 1-3 epochs per stage')
+    parser.add_argument('--force', action='store_true',
+                        help='retrain finished stages')
+    args = parser.parse_args(argv)
+    args.work_dir = osp.abspath(args.work_dir)
+    args.data_dir = osp.abspath(args.data_dir)
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-    tools = dict(prepare=_load('vlltr_prepare_demo',
-                               osp.join(REPO, 'tools/demo/prepare_demo.py')))
     start = time.time()
-    log('preparing data and the demo CLIP model (skipped when present)')
-    if args.quick:
-        # A smaller long tail (100 -> 1 images) and test split (20 per
-        # class), for smoke runs and CI.
-        data = dict(
-            data_name='fashion_mnist_lt_small',
-            data_kwargs=dict(n_max=100, val_per_class=5, test_per_class=20))
-    else:
-        data = {}
-    assets = tools['prepare'].prepare_demo(
-        args.data_dir, seed=args.seed, **data)
-    timings = dict(prepare=time.time() - start)
+    log('preparing data, class text and the demo model (skipped if done)')
+    assets = prepare(args)
     os.makedirs(args.work_dir, exist_ok=True)
-    base_opts = common_options(assets['data_root'], args.seed)
-    for i, (name, config, epochs) in enumerate(TRAIN, 1):
-        log(f'stage {i}/{len(TRAIN)}: {name}')
-        timings[f'train_{name}'] = train_stage(
-            name, config, epochs[1] if args.quick else epochs[0],
-            args, base_opts)
-    metrics = {}
-    for name, config, _ in TRAIN:
-        log(f'testing {name}')
-        metrics[name], timings[f'test_{name}'] = test_stage(
-            name, config, args, base_opts)
+    per_seed, timings = {}, dict(prepare=time.time() - start)
+    # Seeds are independent; with --jobs 2 two run at once, each stage
+    # still in its own process.
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        outs = list(pool.map(lambda s: run_seed(args, assets, s),
+                             args.seeds))
+    for seed, out in zip(args.seeds, outs):
+        per_seed[seed] = out['results']
+        timings[f'seed_{seed}'] = out['timings']
     timings['total'] = time.time() - start
-    table = write_results(args, assets, metrics, timings)
+    quick = ' (--quick)' if args.quick else ''
+    budget = ', '.join(
+        f'{s.name} {s.epochs[1] if args.quick else s.epochs[0]} ep'
+        for s in STAGES) + quick
+    result = dict(
+        dataset=assets['dataset'], dataset_short=assets['name'],
+        classes=assets['classes'], train_counts=assets['train_counts'],
+        seeds=args.seeds, quick=args.quick, budget=budget,
+        machine=f'{platform.machine()}, {os.cpu_count()} CPU cores, Python '
+        f'{platform.python_version()}',
+        command=' '.join(['python', 'tools/demo/run_demo.py'] +
+                         sys.argv[1:]),
+        selection=dict(alphas=demo_selection.ALPHAS,
+                       taus=demo_selection.TAUS,
+                       criterion='val balanced accuracy'),
+        timings_s=timings,
+        methods=demo_report.aggregate(METHODS, per_seed))
+    table = demo_report.write(result, args.work_dir)
     log(f'done in {timings["total"]:.0f} s; results in {args.work_dir}')
     print(table)
+    if args.data_root is None and not args.quick and osp.isfile(RECORDED):
+        with open(RECORDED) as f:
+            print('\n' + demo_report.compare(result, json.load(f)))
 
 
 if __name__ == '__main__':

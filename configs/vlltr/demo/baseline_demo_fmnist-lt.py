@@ -2,7 +2,8 @@
 # tower (before CVLP) fine-tuned end to end with a linear head and
 # cross-entropy, same data, sampling and pipeline; trained for as many
 # epochs as CVLP + LGR together (the paper trains its baseline for the sum
-# of both stages).
+# of both stages). The head predicts like LinearClsHead (posthoc_tau = 0);
+# baseline-la_demo_fmnist-lt.py switches on post-hoc logit adjustment.
 custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
 _base_ = [
     '../../_base_/datasets/fashion-mnist-lt.py',
@@ -11,6 +12,7 @@ _base_ = [
 ]
 
 demo_model = {{_base_.demo_model}}
+num_classes = {{_base_.num_classes}}
 
 model = dict(
     type='ImageClassifier',
@@ -19,12 +21,16 @@ model = dict(
         model_name=demo_model,
         pretrained='data/demo/demo_clip.pth'),
     head=dict(
-        type='LinearClsHead',
-        num_classes=10,
+        type='LogitAdjustedLinearClsHead',
+        num_classes=num_classes,
         in_channels=256,
+        posthoc_tau=0.0,
         loss=dict(
             type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         topk=(1, )))
+
+# Puts the training class counts into the head (and so the checkpoint).
+custom_hooks = [dict(type='ClassPriorHook')]
 
 max_epochs = 18
 optim_wrapper = dict(

@@ -7,10 +7,10 @@ model = dict(
     head=dict(
         _delete_=True,
         type='LinearClsHead',
-        num_classes=10,
+        num_classes={{_base_.num_classes}},
         in_channels=256,
         loss=dict(
             type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         topk=(1, )))
-custom_hooks = []
+custom_hooks = [dict(type='ClassPriorHook')]
 optim_wrapper = dict(paramwise_cfg=dict(_delete_=True))

@@ -4,6 +4,7 @@ custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
 _base_ = ['./lgr_demo_fmnist-lt.py']
 
 custom_hooks = [
+    dict(type='ClassPriorHook'),
     dict(
         type='AnchorSentenceSelectionHook',
         corpus={{_base_.corpus}},

@@ -9,6 +9,7 @@ _base_ = [
 ]
 
 demo_model = {{_base_.demo_model}}
+num_classes = {{_base_.num_classes}}
 load_from = 'work_dirs/demo/cvlp/last.pth'
 # M anchors of the ~91 sentences per class (80 prompts + descriptions).
 num_anchors = 32
@@ -19,7 +20,7 @@ model = dict(
         type='OpenCLIPVisual', model_name=demo_model, frozen=True),
     head=dict(
         type='LGRHead',
-        num_classes=10,
+        num_classes=num_classes,
         in_channels=256,
         num_anchors=num_anchors,
         mlp_ratio=4,
@@ -27,15 +28,20 @@ model = dict(
         learnable_scale=False,
         identity_init=True,
         # The authors' inference fusion for ImageNet-LT / Places-LT:
-        # 0.2·softmax(P^I) + 0.8·softmax(P^T).
+        # 0.2·softmax(P^I) + 0.8·softmax(P^T). tools/demo/run_demo.py
+        # re-chooses alpha on the val split for its table.
         fusion='alpha',
         alpha=0.2,
+        # No post-hoc logit adjustment here; lgr-la_demo_fmnist-lt.py.
+        posthoc_tau=0.0,
         impl='efficient',
         loss=dict(
             type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         topk=(1, )))
 
 custom_hooks = [
+    # Training class counts into the head, for post-hoc adjustment.
+    dict(type='ClassPriorHook'),
     dict(
         type='AnchorSentenceSelectionHook',
         corpus={{_base_.corpus}},

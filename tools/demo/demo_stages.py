@@ -1,0 +1,263 @@
+"""The demo's stages and how each is run through ``tools/*.py``.
+
+Every stage is a fresh ``tools/train.py`` / ``tools/test.py`` process, as a
+user runs it. The configs in ``configs/vlltr/demo/`` describe Fashion-MNIST-
+LT; for any other dataset in the list format, :func:`dataset_options` finds
+every dataset-specific field of a config (list files, data root, class
+count, class-text files) and overrides it with ``--cfg-options``, so no
+config needs editing.
+"""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CFG = osp.join(REPO, 'configs', 'vlltr', 'demo')
+
+
+class Stage(NamedTuple):
+    """A training stage: ``start`` is the stage whose checkpoint it loads
+    (None: the demo CLIP file); epochs are (full run, ``--quick``)."""
+    name: str
+    config: str
+    epochs: Tuple[int, int]
+    start: Optional[str]
+
+
+class Method(NamedTuple):
+    """A table row: the checkpoint of ``run`` tested with ``config``;
+    ``select`` names what is chosen on the val split (``''``: nothing,
+    ``'tau'``, ``'alpha'`` or ``'alpha+tau'``)."""
+    label: str
+    run: str
+    config: str
+    select: str
+    paper: str
+
+
+STAGES = [
+    Stage('cvlp', 'cvlp_demo_fmnist-lt.py', (10, 1), None),
+    Stage('lgr', 'lgr_demo_fmnist-lt.py', (8, 1), 'cvlp'),
+    Stage('lgr-cutoff', 'lgr-cutoff_demo_fmnist-lt.py', (8, 1), 'cvlp'),
+    Stage('lgr-nocvlp', 'lgr-nocvlp_demo_fmnist-lt.py', (8, 1),
+          'cvlp-init'),
+    Stage('fc', 'fc_demo_fmnist-lt.py', (8, 1), 'cvlp'),
+    # As many epochs as CVLP + LGR together (the paper's baseline budget).
+    Stage('baseline', 'baseline_demo_fmnist-lt.py', (18, 2), None),
+]
+METHODS = [
+    Method('Baseline (vision only, FC, fine-tuned)', 'baseline',
+           'baseline_demo_fmnist-lt.py', '', 'Table 1'),
+    Method('Baseline + logit adjustment', 'baseline',
+           'baseline-la_demo_fmnist-lt.py', 'tau', 'Menon et al. 2021'),
+    Method('Zero-shot (CVLP text prototypes)', 'cvlp',
+           'cvlp_demo_fmnist-lt.py', '', 'Table 1'),
+    Method('FC head on CVLP features', 'fc', 'fc_demo_fmnist-lt.py', '',
+           'Table 4 #5'),
+    Method('LGR without CVLP (initial model)', 'lgr-nocvlp',
+           'lgr-nocvlp_demo_fmnist-lt.py', 'alpha', 'Table 4 #2'),
+    Method('LGR + cut-off anchors', 'lgr-cutoff',
+           'lgr-cutoff_demo_fmnist-lt.py', 'alpha', 'Table 4 #7'),
+    Method('VL-LTR (LGR + AnSS)', 'lgr', 'lgr_demo_fmnist-lt.py', 'alpha',
+           'Table 1, Table 4 #1'),
+    Method('VL-LTR + logit adjustment', 'lgr', 'lgr-la_demo_fmnist-lt.py',
+           'alpha+tau', 'VL-LTR + Menon et al.'),
+]
+
+
+def log(msg: str) -> None:
+    print(f'[demo {time.strftime("%H:%M:%S")}] {msg}', flush=True)
+
+
+def dataset_options(config: str, data: dict) -> List[str]:
+    """``--cfg-options`` that point a demo config at another dataset.
+
+    Walks the loaded config and overrides, wherever they occur: the
+    ``data_root`` / ``ann_file`` of each ``LongTailListDataset`` (the split
+    is the dataloader it sits in), every ``num_classes``, every
+    ``train_ann_file``, the files of every ``ClassTextCorpus`` and every
+    ``pretrained`` that names the demo CLIP file.
+
+    Args:
+        config (str): Config path.
+        data (dict): ``data_root``, ``ann_files`` (split -> path),
+            ``classes``, ``text_labels_file`` and ``wiki_dir`` of the text,
+            ``checkpoint`` (the demo CLIP file).
+
+    Returns:
+        list[str]: ``key=value`` strings.
+    """
+    from mmengine.config import Config
+    cfg = Config.fromfile(config).to_dict()
+    opts = {}
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            kind = node.get('type')
+            if kind == 'LongTailListDataset':
+                split = path.split('_dataloader')[0].split('.')[-1]
+                opts[f'{path}.data_root'] = data['data_root']
+                opts[f'{path}.ann_file'] = data['ann_files'][split]
+            elif kind == 'ClassTextCorpus':
+                opts[f'{path}.labels_file'] = data['text_labels_file']
+                opts[f'{path}.wiki_dir'] = data['wiki_dir']
+            for key, value in node.items():
+                sub = f'{path}.{key}' if path else key
+                if key == 'num_classes' and isinstance(value, int):
+                    opts[sub] = len(data['classes'])
+                elif key == 'train_ann_file' and value:
+                    opts[sub] = data['ann_files']['train']
+                elif key == 'pretrained' and str(value).endswith(
+                        'demo_clip.pth'):
+                    opts[sub] = data['checkpoint']
+                else:
+                    walk(value, sub)
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f'{path}.{i}')
+
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader',
+                'val_evaluator', 'test_evaluator', 'model',
+                'data_preprocessor', 'custom_hooks'):
+        if key in cfg:
+            walk(cfg[key], key)
+    return [f'{k}={v}' for k, v in opts.items()]
+
+
+def run_tool(tool: str, argv: List[str], log_file: str,
+             threads: Optional[int] = None) -> None:
+    """Run ``tools/<tool>`` in a fresh process, output to ``log_file``.
+
+    Args:
+        threads (int, optional): CPU threads of the process (None: torch's
+            default, one per core). Defaults to None.
+
+    Raises:
+        RuntimeError: If the tool fails; the message holds the log's tail.
+    """
+    os.makedirs(osp.dirname(log_file), exist_ok=True)
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with open(log_file, 'w') as f:
+        proc = subprocess.run(
+            [sys.executable, osp.join(REPO, 'tools', tool), *argv],
+            cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode:
+        with open(log_file) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f'tools/{tool} failed (exit {proc.returncode}); '
+                           f'log {log_file}:\n{tail}')
+
+
+class StageRunner:
+    """Trains and tests the demo stages of one seed in ``work_dir``.
+
+    Args:
+        work_dir (str): This seed's folder; stage ``x`` lives in ``x/``.
+        data (dict): Dataset and text description (see
+            :func:`dataset_options`) plus ``checkpoint``, the demo CLIP file.
+        seed (int): ``randomness.seed`` of every stage.
+        quick (bool): Use the short epoch counts.
+        force (bool): Retrain stages whose checkpoint exists.
+        threads (int, optional): CPU threads per tool process (None: one
+            per core). Defaults to None.
+    """
+
+    def __init__(self, work_dir: str, data: dict, seed: int, quick: bool,
+                 force: bool, threads: Optional[int] = None):
+        self.work_dir = work_dir
+        self.data = data
+        self.seed = seed
+        self.quick = quick
+        self.force = force
+        self.threads = threads
+        self._data_opts: Dict[str, List[str]] = {}
+
+    def ckpt(self, name: str) -> str:
+        if name == 'cvlp-init':
+            return osp.join(self.work_dir, 'cvlp-init.pth')
+        return osp.join(self.work_dir, name, 'last.pth')
+
+    def _options(self, config: str) -> List[str]:
+        if config not in self._data_opts:
+            self._data_opts[config] = dataset_options(
+                osp.join(CFG, config), self.data)
+        opts = [f'randomness.seed={self.seed}'] + self._data_opts[config]
+        if self.quick:
+            # Smoke runs: forking loader workers costs more than the
+            # few images they would load.
+            opts += [f'{k}_dataloader.num_workers=0'
+                     for k in ('train', 'val', 'test')]
+        return opts
+
+    def init_checkpoint(self) -> float:
+        """The initial model in the CVLP layout (for Table 4 #2)."""
+        path = self.ckpt('cvlp-init')
+        if osp.isfile(path) and not self.force:
+            return 0.0
+        start = time.time()
+        run_tool('model_converters/cvlp_init_checkpoint.py', [
+            osp.join(CFG, STAGES[0].config), path, '--cfg-options',
+            *self._options(STAGES[0].config)
+        ], osp.join(self.work_dir, 'logs', 'cvlp-init.log'), self.threads)
+        return time.time() - start
+
+    def train(self, stage: Stage) -> float:
+        """Train one stage; returns seconds (0 if skipped)."""
+        run_dir = osp.join(self.work_dir, stage.name)
+        ckpt = self.ckpt(stage.name)
+        if osp.isfile(ckpt) and not self.force:
+            log(f'{stage.name}: {ckpt} exists, skipped (--force retrains)')
+            return 0.0
+        epochs = stage.epochs[1] if self.quick else stage.epochs[0]
+        opts = self._options(stage.config) + [f'train_cfg.max_epochs={epochs}']
+        if stage.start is not None:
+            opts.append(f'load_from={self.ckpt(stage.start)}')
+        if stage.name in ('cvlp', 'baseline'):
+            # Warm-up epoch, then the cosine phase over the rest.
+            # (A 1-epoch smoke run keeps a non-empty, unused cosine phase.)
+            opts += [f'param_scheduler.1.T_max={max(epochs - 1, 1)}',
+                     f'param_scheduler.1.end={max(epochs, 2)}']
+        else:
+            opts.append(f'param_scheduler.T_max={epochs}')
+        log(f'{stage.name}: training {epochs} epoch(s) ({stage.config})')
+        start = time.time()
+        run_tool('train.py', [
+            osp.join(CFG, stage.config), '--work-dir', run_dir,
+            '--cfg-options', *opts
+        ], osp.join(self.work_dir, 'logs', f'train_{stage.name}.log'),
+                 self.threads)
+        os.replace(osp.join(run_dir, f'epoch_{epochs}.pth'), ckpt)
+        return time.time() - start
+
+    def test(self, run: str, config: str, split: str, out: str,
+             extra: Optional[List[str]] = None) -> float:
+        """Test ``run``'s checkpoint with ``config`` on ``split``.
+
+        ``out`` ending in ``.pkl`` receives the predictions, in ``.json``
+        the metrics (per class included).
+        """
+        opts = self._options(config) + list(extra or [])
+        opts += ['test_evaluator.per_class=True']
+        if split != 'test':
+            opts.append(f'test_dataloader.dataset.ann_file='
+                        f'{self.data["ann_files"][split]}')
+        item = 'pred' if out.endswith('.pkl') else 'metrics'
+        start = time.time()
+        run_tool('test.py', [
+            osp.join(CFG, config), self.ckpt(run), '--work-dir',
+            osp.join(self.work_dir, run), '--out', out, '--out-item', item,
+            '--cfg-options', *opts
+        ], osp.join(self.work_dir, 'logs', f'{split}_{run}_'
+                    f'{osp.splitext(osp.basename(out))[0]}.log'), self.threads)
+        return time.time() - start
+
+
+def read_metrics(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
