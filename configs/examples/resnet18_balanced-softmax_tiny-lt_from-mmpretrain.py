@@ -29,7 +29,8 @@ train_dataloader = dict(
     # training prior n_c, and the hook gives it the dataset's counts, not
     # the sampler's. With SquareRootSampler or ClassAwareSampler the
     # batches are already (partly) rebalanced and adding log n_c on top
-    # over-corrects towards the tail (Ren et al. §3.3, "over-balance").
+    # over-corrects towards the tail (the "over-balance" Ren et al. warn
+    # of).
     # Square-root sampling instead: batches follow n_c^0.5, so the matching
     # loss is dict(type='LogitAdjustedLoss', tau=0.5).
     sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True))

@@ -27,14 +27,7 @@ MEAN = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
 STD = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # Tiny convolutions are dominated by thread synchronisation; on a
-    # shared 2-core machine one thread is many times faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _make_tiny_lt():

@@ -26,13 +26,7 @@ CRT = osp.join(EXAMPLES, 'crt_tiny-lt.py')
 BASELINE = osp.join(EXAMPLES, 'baseline_ce_tiny-lt.py')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # Tiny convolutions on a shared 2-core machine: one thread is faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def batch(model, n=4, seed=0):

@@ -43,10 +43,12 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def log_prior(counts: Sequence[int]) -> np.ndarray:
-    """``log(pi)`` [C], a class without images counted as one (as
-    ``ClassPrior``)."""
-    n = np.maximum(np.asarray(counts, np.float64), 1)
-    return np.log(n / n.sum())
+    """``log(pi)`` [C] float64, exactly as the heads' ``ClassPrior``
+    computes it (a class without images counts as one)."""
+    import torch
+
+    from vlltr_mm.models.utils.class_prior import ClassPrior
+    return ClassPrior(counts).log_prior(torch.float64).numpy()
 
 
 def rescore(pred: Dict[str, np.ndarray], log_pi: np.ndarray,

@@ -7,7 +7,6 @@ every dataset-specific field of a config (list files, data root, class
 count, class-text files) and overrides it with ``--cfg-options``, so no
 config needs editing.
 """
-import json
 import os
 import os.path as osp
 import subprocess
@@ -256,8 +255,3 @@ class StageRunner:
         ], osp.join(self.work_dir, 'logs', f'{split}_{run}_'
                     f'{osp.splitext(osp.basename(out))[0]}.log'), self.threads)
         return time.time() - start
-
-
-def read_metrics(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)

@@ -79,9 +79,6 @@ def prepare(args) -> dict:
         assets['name'] = args.name or osp.basename(
             osp.normpath(args.data_root))
         assets['dataset'] = f"{assets['name']} ({args.data_root})"
-    from vlltr_mm.datasets.annotation_io import count_classes_from_file
-    assets['train_counts'] = count_classes_from_file(
-        assets['ann_files']['train'], len(assets['classes'])).tolist()
     for split, path in assets['ann_files'].items():
         assets['ann_files'][split] = osp.abspath(path)
     assets['data_root'] = osp.abspath(assets['data_root'])

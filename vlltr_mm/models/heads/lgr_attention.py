@@ -19,7 +19,36 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+
+def direct_cosine(x: torch.Tensor, query: torch.Tensor,
+                  anchors: torch.Tensor, mask: torch.Tensor,
+                  proj_k: nn.Linear, norm_k: nn.LayerNorm) -> torch.Tensor:
+    """Eqs. 5-7 computed literally, forming ``K`` and ``G``: the reference
+    the efficient form is checked against (``LGRHead(impl='direct')``).
+
+    Args:
+        x (Tensor): Image embeddings ``E^I`` [B, D].
+        query (Tensor): Queries ``Q`` [B, D] (Eq. 4).
+        anchors (Tensor): Raw anchors ``V`` [C, M, D].
+        mask (Tensor): Bool [C, M], True = valid anchor.
+        proj_k (nn.Linear): Key projection.
+        norm_k (nn.LayerNorm): Key LayerNorm.
+
+    Returns:
+        Tensor: ``cos(E^I, G)`` [B, C].
+    """
+    keys = proj_k(norm_k(anchors))  # Eq. 5
+    attn = torch.einsum('bd,cmd->bcm', query, keys)
+    attn = attn / math.sqrt(anchors.size(-1))
+    attn = attn.masked_fill(~mask, float('-inf'))
+    gathered = torch.einsum('bcm,cmd->bcd', attn.softmax(-1),
+                            anchors)  # Eq. 6
+    return torch.einsum('bd,bcd->bc', F.normalize(x, dim=-1),
+                        F.normalize(gathered, dim=-1))
 
 
 @torch.no_grad()
@@ -152,3 +181,27 @@ def efficient_cosine(x: torch.Tensor,
         x_norm = x.norm(dim=-1, keepdim=True).clamp_min(eps)
         g_norm = sq_norm.clamp_min(eps * eps).sqrt()
         return dot / (x_norm * g_norm)
+
+
+def keyed_efficient_cosine(x: torch.Tensor, query: torch.Tensor,
+                           proj_k: nn.Linear, norm_k: nn.LayerNorm,
+                           anchors: torch.Tensor, mask: torch.Tensor,
+                           stats: dict,
+                           class_chunk: Optional[int] = None) -> torch.Tensor:
+    """:func:`efficient_cosine` from the key projection and LayerNorm: the
+    efficient counterpart of :func:`direct_cosine` (same arguments plus the
+    cached :func:`anchor_statistics` and the class chunk).
+
+    Returns:
+        Tensor: ``cos(E^I, G)`` [B, C].
+    """
+    # Q K^T = ((Q W_k) * gamma_k) n^T + (Q W_k) beta_k + Q b_k with n the
+    # fixed row-normalised anchors; the last two terms are one number per
+    # image, which softmax over M cancels, but they stay in the graph so
+    # every parameter gets the direct form's gradient.
+    u = query @ proj_k.weight
+    shift = u @ norm_k.bias
+    if proj_k.bias is not None:
+        shift = shift + query @ proj_k.bias
+    return efficient_cosine(x, u * norm_k.weight, shift, anchors, mask,
+                            stats, class_chunk)

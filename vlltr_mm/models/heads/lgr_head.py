@@ -9,27 +9,20 @@ literally (keys ``K`` [C, M, D] and gathered texts ``G`` [B, C, D]);
 import math
 from typing import List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmpretrain.evaluation.metrics import Accuracy
 from mmpretrain.models.heads import ClsHead
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..utils.class_prior import ClassPrior
-from .lgr_attention import anchor_statistics, efficient_cosine
-
-_NO_ANCHORS = (
-    'LGRHead has no anchor sentences. Run the LGR config with the '
-    'AnchorSentenceSelectionHook (it selects them from the stage-1 model '
-    'before training and stores them in the head), load a checkpoint that '
-    'contains `head.anchors`, or call `LGRHead.set_anchors()`.')
+from .lgr_anchors import LGRAnchorStore
+from .lgr_attention import direct_cosine, keyed_efficient_cosine
 
 
 @MODELS.register_module()
-class LGRHead(ClsHead):
+class LGRHead(LGRAnchorStore, ClsHead):
     """Language-guided recognition head (VL-LTR, Eqs. 4-7 and 9).
 
     With image embedding ``E^I`` [B, D] and anchors ``E^T`` [C, M, D]:
@@ -71,20 +64,17 @@ class LGRHead(ClsHead):
             (1 - alpha) * P^T``. Defaults to ``'sum'``.
         alpha (float): Image-branch weight of ``fusion='alpha'``.
             Defaults to 0.5.
-        posthoc_tau (float): Post-hoc logit adjustment at prediction
-            (Menon et al., ICLR 2021, Eq. 9): ``logits - tau * log(pi)``
-            with the training-set prior ``pi``. 0 leaves predictions
-            unchanged. Defaults to 0.0.
-        posthoc_target (str): Where the adjustment applies: ``'image'``:
-            the image-branch logits before their softmax (the MLP is the
-            part trained as a plain classifier on the long-tailed data, so
-            it carries the label prior; the text branch scores cosines to
-            fixed class sentences); ``'fused'``: the log of the fused
-            probabilities, renormalised. Defaults to ``'image'``.
-        class_counts (Sequence[int], optional): Training images per class
-            for ``posthoc_tau``; None lets ``ClassPriorHook`` set them from
-            the training dataset (they are saved in the checkpoint).
-            Defaults to None.
+        posthoc_tau (float): Post-hoc logit adjustment (Menon et al., ICLR
+            2021, Eq. 9), ``logits - tau * log(pi)``; 0 = none.
+            Defaults to 0.0.
+        posthoc_target (str): ``'image'``: adjust the image-branch logits
+            (the MLP is the part trained as a plain classifier on the
+            long-tailed data; the text branch scores fixed class
+            sentences); ``'fused'``: the log fused probabilities.
+            Defaults to ``'image'``.
+        class_counts (Sequence[int], optional): Training counts for the
+            prior ``pi``; None: set by ``ClassPriorHook``, then saved in the
+            checkpoint. Defaults to None.
         impl (str): ``'efficient'`` or ``'direct'``. Defaults to
             ``'efficient'``.
         class_chunk (int, optional): Classes per chunk in the efficient
@@ -173,24 +163,8 @@ class LGRHead(ClsHead):
             self.log_scale = nn.Parameter(log_scale)
         else:
             self.register_buffer('log_scale', log_scale)
-        self.register_buffer('anchors',
-                             torch.zeros(num_classes, num_anchors, dim))
-        self.register_buffer(
-            'anchor_mask',
-            torch.ones(num_classes, num_anchors, dtype=torch.bool))
-        self.register_buffer('anchors_set', torch.tensor(False))
-        self._stats_key = None
-        self._stats = None
+        self._init_anchors(num_classes, num_anchors, dim)
         self._reset_qk()
-
-    @staticmethod
-    def _check_scale(scale) -> float:
-        scale = float(scale)
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f'logit_scale must be a positive finite '
-                             f'multiplier (e.g. exp of a CLIP logit_scale), '
-                             f'got {scale}')
-        return scale
 
     def _reset_qk(self):
         if not self.identity_init:
@@ -210,91 +184,9 @@ class LGRHead(ClsHead):
         self.class_prior.set_counts(class_counts)
 
     @property
-    def has_anchors(self) -> bool:
-        """bool: Whether anchors were set or loaded from a checkpoint."""
-        return bool(self.anchors_set)
-
-    @property
     def logit_scale(self) -> torch.Tensor:
         """Tensor: The text-branch multiplier ``s`` (a scalar)."""
         return self.log_scale.exp()
-
-    @torch.no_grad()
-    def set_anchors(self,
-                    anchors: Union[torch.Tensor, np.ndarray],
-                    mask: Union[torch.Tensor, np.ndarray, None] = None,
-                    logit_scale: Optional[float] = None) -> None:
-        """Store the anchor sentence embeddings.
-
-        Args:
-            anchors (Tensor | ndarray): Raw text embeddings [C, M, D].
-            mask (Tensor | ndarray, optional): Bool [C, M], True where the
-                anchor is a real sentence. Every class needs at least one;
-                rows marked False are zeroed and ignored by the attention.
-                Defaults to None (all valid).
-            logit_scale (float, optional): Text-branch multiplier ``s``
-                (``exp`` of the stage-1 CLIP ``logit_scale``). Defaults to
-                None (keep the current one).
-        """
-        expected = (self.num_classes, self.num_anchors, self.in_channels)
-        if logit_scale is not None:
-            logit_scale = self._check_scale(logit_scale)
-        anchors = self._as_tensor(anchors, 'anchors')
-        if tuple(anchors.shape) != expected:
-            raise ValueError(
-                f'anchors must have shape (num_classes, num_anchors, '
-                f'in_channels) = {expected}, got {tuple(anchors.shape)}')
-        if not anchors.is_floating_point():
-            raise TypeError(f'anchors must be floating point, got '
-                            f'{anchors.dtype}')
-        if not torch.isfinite(anchors).all():
-            raise ValueError('anchors contain NaN or Inf')
-        if mask is None:
-            mask = torch.ones(expected[:2], dtype=torch.bool)
-        mask = self._as_tensor(mask, 'mask')
-        if mask.dtype != torch.bool:
-            raise TypeError(f'mask must be a bool tensor, got {mask.dtype}')
-        if tuple(mask.shape) != expected[:2]:
-            raise ValueError(f'mask must have shape (num_classes, '
-                             f'num_anchors) = {expected[:2]}, got '
-                             f'{tuple(mask.shape)}')
-        empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
-        if empty:
-            raise ValueError(f'{len(empty)} classes have no valid anchor '
-                             f'(first: {empty[:5]}); every class needs >= 1')
-        mask = mask.to(self.anchor_mask.device)
-        self.anchors.copy_(anchors)
-        self.anchors.masked_fill_(~mask[..., None], 0)
-        self.anchor_mask.copy_(mask)
-        self.anchors_set.fill_(True)
-        if logit_scale is not None:
-            self.log_scale.fill_(math.log(logit_scale))
-        self._stats_key = self._stats = None
-
-    @staticmethod
-    def _as_tensor(value, name: str) -> torch.Tensor:
-        if isinstance(value, np.ndarray):
-            return torch.from_numpy(value)
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f'{name} must be a Tensor or ndarray, got '
-                            f'{type(value).__name__}')
-        return value
-
-    def _anchor_stats(self) -> dict:
-        # Derived from the frozen anchors; the key changes when they are
-        # moved, cast, reloaded or edited in place, which forces a rebuild.
-        key = (self.anchors.data_ptr(), self.anchors._version,
-               self.anchors.dtype, self.anchors.device,
-               self.attn_norm_k.eps)
-        if key != self._stats_key:
-            # Cached across steps: built in the anchors' own precision even
-            # if the first forward runs under autocast (AMP), else a bf16
-            # Gram would meet float32 operands later.
-            with torch.autocast(self.anchors.device.type, enabled=False):
-                self._stats = anchor_statistics(self.anchors,
-                                                self.attn_norm_k.eps)
-            self._stats_key = key
-        return self._stats
 
     def branch_logits(
             self, feats: Tuple[torch.Tensor]
@@ -309,8 +201,7 @@ class LGRHead(ClsHead):
             tuple[Tensor, Tensor]: ``logits_image`` and ``logits_text``,
             each [B, C].
         """
-        if not self.has_anchors:
-            raise RuntimeError(_NO_ANCHORS)
+        self._require_anchors()
         x = self.pre_logits(feats)
         if x.dim() != 2 or x.size(1) != self.in_channels:
             raise ValueError(f'LGRHead expects features of shape (B, '
@@ -318,37 +209,13 @@ class LGRHead(ClsHead):
         logits_image = self.mlp(x)
         query = self.attn_proj_q(self.attn_norm_q(x))  # Eq. 4
         if self.impl == 'direct':
-            cosine = self._direct_cosine(x, query)
+            cosine = direct_cosine(x, query, self.anchors, self.anchor_mask,
+                                   self.attn_proj_k, self.attn_norm_k)
         else:
-            cosine = self._efficient_cosine(x, query)
+            cosine = keyed_efficient_cosine(
+                x, query, self.attn_proj_k, self.attn_norm_k, self.anchors,
+                self.anchor_mask, self._anchor_stats(), self.class_chunk)
         return logits_image, self.logit_scale * cosine
-
-    def _direct_cosine(self, x: torch.Tensor,
-                       query: torch.Tensor) -> torch.Tensor:
-        anchors = self.anchors
-        keys = self.attn_proj_k(self.attn_norm_k(anchors))  # Eq. 5
-        attn = torch.einsum('bd,cmd->bcm', query, keys)
-        attn = attn / math.sqrt(self.in_channels)
-        attn = attn.masked_fill(~self.anchor_mask, float('-inf'))
-        gathered = torch.einsum('bcm,cmd->bcd', attn.softmax(-1),
-                                anchors)  # Eq. 6
-        return torch.einsum('bd,bcd->bc', F.normalize(x, dim=-1),
-                            F.normalize(gathered, dim=-1))
-
-    def _efficient_cosine(self, x: torch.Tensor,
-                          query: torch.Tensor) -> torch.Tensor:
-        # Q K^T = ((Q W_k) * gamma_k) n^T + (Q W_k) beta_k + Q b_k with
-        # n the fixed row-normalised anchors; the last two terms are one
-        # number per image, which softmax over M cancels, but they stay in
-        # the graph so every parameter gets the direct form's gradient.
-        proj_k, norm_k = self.attn_proj_k, self.attn_norm_k
-        u = query @ proj_k.weight
-        shift = u @ norm_k.bias
-        if proj_k.bias is not None:
-            shift = shift + query @ proj_k.bias
-        return efficient_cosine(x, u * norm_k.weight, shift, self.anchors,
-                                self.anchor_mask, self._anchor_stats(),
-                                self.class_chunk)
 
     def fuse(self, logits_image: torch.Tensor,
              logits_text: torch.Tensor) -> torch.Tensor:
