@@ -17,7 +17,7 @@ from mmpretrain.registry import DATASETS, MODELS, TASK_UTILS
 
 import vlltr_mm  # noqa: F401  (registers everything)
 from vlltr_mm.engine.hooks import AnchorSentenceSelectionHook
-from vlltr_mm.models.utils.anss import lin_loss_scores, select_anchors
+from vlltr_mm.engine.hooks.anss_scoring import lin_loss_scores, select_anchors
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODEL = 'vlltr-tiny-rn'

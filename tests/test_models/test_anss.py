@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlltr_mm.models.utils.anss import (
+from vlltr_mm.engine.hooks.anss_scoring import (
     lin_loss_scores,
     select_anchors,
     select_pool,

@@ -16,7 +16,7 @@ from vlltr_mm.models.losses import (
     ClassWiseContrastiveLoss,
     CLIPDistillationLoss,
 )
-from vlltr_mm.models.utils.distributed import (
+from vlltr_mm.utils.distributed import (
     _GatherWithGrad,
     gather_batch_sizes,
     gather_no_grad,

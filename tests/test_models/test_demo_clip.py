@@ -8,7 +8,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from vlltr_mm.models.utils import demo_clip as dc
+from vlltr_mm.demo import demo_clip as dc
 
 try:
     EFFNET_FILE = dc.efficientnet_lite0_weights_file()
@@ -194,7 +194,7 @@ def test_checkpoint_reloads_identically(ckpt, model, images, tokens):
 def test_towers_load_checkpoint(ckpt, model, images, tokens):
     from vlltr_mm.models.backbones import OpenCLIPVisual
     from vlltr_mm.models.necks import OpenCLIPTextEncoder
-    from vlltr_mm.models.utils import build_open_clip
+    from vlltr_mm.models.open_clip_adapter import build_open_clip
 
     # Our generic loader reads the file (one build shared by both towers).
     clip_model = build_open_clip(dc.DEMO_MODEL_NAME, ckpt[0])

@@ -14,7 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from vlltr_mm.models.backbones import OpenCLIPVisual
 from vlltr_mm.models.necks import OpenCLIPTextEncoder
-from vlltr_mm.models.utils import (
+from vlltr_mm.models.open_clip_adapter import (
     build_open_clip,
     read_clip_weights,
     register_open_clip_configs,
@@ -389,7 +389,7 @@ def test_text_frozen_stages(stages):
 
 
 def test_text_frozen_stages_hf_tower():
-    from vlltr_mm.models.utils.demo_clip import (
+    from vlltr_mm.demo.demo_clip import (
         DEMO_MODEL_NAME,
         build_demo_clip_model,
     )

@@ -116,7 +116,7 @@ def test_simulated_ranks_reproduce_the_global_loss():
 
     # The swapped gathers are restored afterwards.
     from vlltr_mm.models.losses import class_wise_contrastive_loss as ccl
-    from vlltr_mm.models.utils import distributed
+    from vlltr_mm.utils import distributed
     assert ccl.gather_with_grad is distributed.gather_with_grad
     with pytest.raises(ValueError, match="layout must be 'local'"):
         bench.rank_loss('square', world, *rank0, log_scale)

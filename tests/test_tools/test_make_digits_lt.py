@@ -15,7 +15,7 @@ from PIL import Image
 from vlltr_mm.datasets import LongTailListDataset
 from vlltr_mm.datasets.annotation_io import read_list_annotations
 from vlltr_mm.datasets.class_text import ClassTextCorpus
-from vlltr_mm.models.utils import demo_clip as dc
+from vlltr_mm.demo import demo_clip as dc
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(REPO, 'tools', 'data', 'make_digits_lt.py')

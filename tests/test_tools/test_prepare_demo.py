@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from vlltr_mm.datasets.class_text import ClassTextCorpus
-from vlltr_mm.models.utils import demo_clip as dc
+from vlltr_mm.demo import demo_clip as dc
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(REPO, 'tools', 'demo', 'prepare_demo.py')

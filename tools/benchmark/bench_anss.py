@@ -3,7 +3,8 @@
 Scores ``--num-sentences`` random sentence embeddings against
 ``--num-images`` random pool images (``--num-classes`` classes, sentences
 and images spread evenly, class-major) with the chunked
-:func:`vlltr_mm.models.utils.anss.lin_loss_scores`, and compares it with a
+:func:`vlltr_mm.engine.hooks.anss_scoring.lin_loss_scores`, and compares
+it with a
 per-sentence Python loop (one sentence against the pool at a time, as the
 authors' code does). The loop is timed on ``--loop-sentences`` sentences
 and extrapolated linearly to all of them; the output says so.

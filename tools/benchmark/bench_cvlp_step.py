@@ -142,7 +142,7 @@ def build_cvlp(args, cache_dir):
     """A randomly initialised CVLP model with both losses and a teacher."""
     from mmpretrain.registry import MODELS
 
-    from vlltr_mm.models.utils.open_clip_loader import build_open_clip
+    from vlltr_mm.models.open_clip_adapter.factory import build_open_clip
     model_name = args.model
     if args.image_size is None:
         clip_model = build_open_clip(model_name)

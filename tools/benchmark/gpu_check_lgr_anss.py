@@ -25,8 +25,8 @@ from gpu_check_common import (
     rel_diff,
 )
 
+from vlltr_mm.engine.hooks.anss_scoring import lin_loss_scores
 from vlltr_mm.models.heads import LGRHead
-from vlltr_mm.models.utils.anss import lin_loss_scores
 
 # The LGR text branch rounds three chained products (query, attention
 # scores, gathered text) before its fp32 cosine: 16u.

@@ -6,7 +6,7 @@
    labels match the data's, every class keeps description sentences once
    the reference sections are dropped, and the sentences fit the demo
    model's context length.
-3. The demo CLIP checkpoint (``vlltr_mm.models.utils.demo_clip``) as
+3. The demo CLIP checkpoint (``vlltr_mm.demo.demo_clip``) as
    ``OUT_DIR/demo_clip.pth``.
 
 Each step skips work that is already done with the same arguments. A
@@ -65,7 +65,7 @@ def check_demo_text(text_dir: str, class_names: List[str],
     import open_clip
 
     from vlltr_mm.datasets.class_text import ClassTextCorpus
-    from vlltr_mm.models.utils.demo_clip import (
+    from vlltr_mm.demo.demo_clip import (
         DEMO_CONTEXT_LENGTH,
         DEMO_MODEL_NAME,
         hf_offline,
@@ -131,7 +131,7 @@ def prepare_demo(out_dir: str = 'data/demo',
     Returns:
         dict: The summary also written to ``demo_assets.json``.
     """
-    from vlltr_mm.models.utils import demo_clip
+    from vlltr_mm.demo import demo_clip
 
     os.makedirs(out_dir, exist_ok=True)
     timings = {}
@@ -214,7 +214,7 @@ def prepare_custom(data_root: str, text_dir: str, out_dir: str,
         count_classes_from_file,
         read_class_names,
     )
-    from vlltr_mm.models.utils import demo_clip
+    from vlltr_mm.demo import demo_clip
     lists = find_lists(data_root) if not ann_files else {}
     lists.update({k: osp.abspath(v) for k, v in (ann_files or {}).items()})
     classes = read_class_names(osp.join(data_root, 'labels.txt'))

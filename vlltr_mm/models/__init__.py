@@ -5,10 +5,11 @@ from . import (
     heads,
     losses,
     necks,
+    open_clip_adapter,
     utils,
 )
 
 __all__ = [
     'backbones', 'classifiers', 'data_preprocessors', 'heads', 'losses',
-    'necks', 'utils'
+    'necks', 'open_clip_adapter', 'utils'
 ]

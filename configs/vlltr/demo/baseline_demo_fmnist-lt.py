@@ -4,7 +4,8 @@
 # epochs as CVLP + LGR together (the paper trains its baseline for the sum
 # of both stages). The head predicts like LinearClsHead (posthoc_tau = 0);
 # baseline-la_demo_fmnist-lt.py switches on post-hoc logit adjustment.
-custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['vlltr_mm', 'vlltr_mm.demo'], allow_failed_imports=False)
 _base_ = [
     '../../_base_/datasets/fashion-mnist-lt.py',
     '../../_base_/datasets/fashion-mnist-lt_text.py',

@@ -2,7 +2,8 @@
 # from encoders that ship in pip packages (tools/demo/prepare_demo.py):
 # EfficientNet-Lite0 (ImageNet) image tower + MiniLM text tower, both
 # projected to D = 256. Run by tools/demo/run_demo.py (`make demo`).
-custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['vlltr_mm', 'vlltr_mm.demo'], allow_failed_imports=False)
 _base_ = [
     '../../_base_/datasets/fashion-mnist-lt.py',
     '../../_base_/datasets/fashion-mnist-lt_text.py',

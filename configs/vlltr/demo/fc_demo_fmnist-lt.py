@@ -1,6 +1,7 @@
 # CPU demo, Table 4 #5: a linear (FC) head instead of LGR on the same frozen
 # CVLP image tower — vision-only recognition on CVLP features.
-custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['vlltr_mm', 'vlltr_mm.demo'], allow_failed_imports=False)
 _base_ = ['./lgr_demo_fmnist-lt.py']
 
 model = dict(

@@ -1,7 +1,8 @@
 # CPU demo, stage 2 (VL-LTR): anchor sentence selection + the LGR head on
 # the frozen CVLP image tower, Fashion-MNIST-LT. Run by
 # tools/demo/run_demo.py (`make demo`).
-custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['vlltr_mm', 'vlltr_mm.demo'], allow_failed_imports=False)
 _base_ = [
     '../../_base_/datasets/fashion-mnist-lt.py',
     '../../_base_/datasets/fashion-mnist-lt_text.py',

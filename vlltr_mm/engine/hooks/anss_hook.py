@@ -16,7 +16,7 @@ from mmengine.utils import ProgressBar
 from mmpretrain.registry import DATASETS, HOOKS, MODELS, TASK_UTILS
 from torch.utils.data import DataLoader, Subset
 
-from vlltr_mm.models.utils.anss import (
+from vlltr_mm.engine.hooks.anss_scoring import (
     lin_loss_scores,
     select_anchors,
     select_pool,
@@ -62,7 +62,8 @@ class AnchorSentenceSelectionHook(Hook):
 
     Embeds every corpus sentence with the stage-1 (CVLP) text encoder and
     every pool image with the stage-1 visual encoder, scores each sentence
-    with L_lin (Eq. 2, :func:`~vlltr_mm.models.utils.anss.lin_loss_scores`)
+    with L_lin (Eq. 2,
+    :func:`~vlltr_mm.engine.hooks.anss_scoring.lin_loss_scores`)
     and keeps the ``num_anchors`` best per class; ``selection='cutoff'``
     keeps the first ``num_anchors`` instead (paper Table 4, #7) and skips
     the pool. Work is split across ranks (strided) and gathered. Rank 0

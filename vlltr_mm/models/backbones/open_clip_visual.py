@@ -8,7 +8,7 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..utils.open_clip_tower import OpenCLIPTower, StageMember
+from ..open_clip_adapter.tower import OpenCLIPTower, StageMember
 
 
 @MODELS.register_module()

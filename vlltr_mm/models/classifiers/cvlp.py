@@ -8,7 +8,7 @@ from mmengine.model import BaseModel
 from mmpretrain.registry import MODELS, TASK_UTILS
 from mmpretrain.structures import DataSample
 
-from ..utils.open_clip_loader import share_open_clip
+from ..open_clip_adapter.factory import share_open_clip
 from .clip_teacher import CLIPTeacher
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from ..utils.distributed import (
+from ...utils.distributed import (
     gather_batch_sizes,
     gather_no_grad,
     gather_with_grad,

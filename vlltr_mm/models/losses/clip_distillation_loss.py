@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from ..utils.distributed import gather_batch_sizes, gather_no_grad
+from ...utils.distributed import gather_batch_sizes, gather_no_grad
 from .class_wise_contrastive_loss import (
     as_scalar,
     check_embed_pair,

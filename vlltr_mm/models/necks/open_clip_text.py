@@ -6,7 +6,7 @@ from mmpretrain.registry import MODELS
 from open_clip.transformer import TextTransformer
 from torch import nn
 
-from ..utils.open_clip_tower import OpenCLIPTower, StageMember
+from ..open_clip_adapter.tower import OpenCLIPTower, StageMember
 
 
 @MODELS.register_module()

@@ -5,7 +5,7 @@ import open_clip
 from mmengine.model import BaseModule, initialize
 from torch import nn
 
-from .open_clip_loader import build_open_clip
+from .factory import build_open_clip
 
 StageMember = Union[nn.Module, nn.Parameter]
 
@@ -24,16 +24,16 @@ class OpenCLIPTower(BaseModule):
 
     Args:
         model_name (str): open_clip model name, see
-            :func:`~vlltr_mm.models.utils.build_open_clip`.
+            :func:`~.build_open_clip`.
         pretrained (str, optional): open_clip pretrained tag or local
             weights file. Defaults to None (random initialisation).
         frozen (bool): Freeze the whole tower: no gradients, and kept in
             eval mode by :meth:`train`. Defaults to False.
         quick_gelu (bool, optional): QuickGELU switch of
-            :func:`~vlltr_mm.models.utils.build_open_clip`. Defaults to None
+            :func:`~.build_open_clip`. Defaults to None
             (automatic).
         clip_model (nn.Module, optional): A model already built by
-            :func:`~vlltr_mm.models.utils.build_open_clip` to take the tower
+            :func:`~.build_open_clip` to take the tower
             from instead of building one (``pretrained`` and ``quick_gelu``
             are then ignored). Defaults to None.
         init_cfg (dict | list[dict], optional): MMEngine init config,

@@ -1,6 +1,6 @@
 """Make the model configs shipped with vlltr_mm known to open_clip.
 
-The JSON files in ``open_clip_configs/`` follow open_clip's own config
+The JSON files in ``configs/`` follow open_clip's own config
 schema (``embed_dim``, ``vision_cfg``, ``text_cfg``). They are tiny random
 CLIPs used by the tests and by CPU smoke runs:
 
@@ -18,7 +18,7 @@ from typing import List
 
 import open_clip
 
-OPEN_CLIP_CONFIG_DIR = Path(__file__).parent / 'open_clip_configs'
+OPEN_CLIP_CONFIG_DIR = Path(__file__).parent / 'configs'
 
 
 def register_open_clip_configs(config_dir: Path = OPEN_CLIP_CONFIG_DIR
