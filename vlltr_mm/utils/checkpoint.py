@@ -75,3 +75,17 @@ def register_checkpoint_safe_globals() -> None:
     if add_safe_globals is not None:
         add_safe_globals(checkpoint_safe_globals())
     _REGISTERED = True
+
+
+def strip_module_prefix(state_dict: dict) -> dict:
+    """Drop the ``'module.'`` key prefix that (M)DDP wrappers save.
+
+    Args:
+        state_dict (dict): A state dict, prefixed or not.
+
+    Returns:
+        dict: The same tensors under unprefixed keys (a new dict).
+    """
+    prefix = 'module.'
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v
+            for k, v in state_dict.items()}
