@@ -10,6 +10,7 @@ Examples:
 import argparse
 import os
 import os.path as osp
+import tempfile
 
 import mmengine
 from mmengine.config import Config, DictAction
@@ -47,6 +48,31 @@ def parse_args(argv=None):
     return args
 
 
+def check_out(out, item):
+    """Fail before the evaluation if ``--out`` cannot be written.
+
+    Creates the parent folder and a probe file in it, so that permission,
+    read-only and not-a-folder problems show now, not after the metrics.
+    """
+    formats = ('.pkl', '.pickle') if item == 'pred' else (
+        '.json', '.yaml', '.yml', '.pkl', '.pickle')
+    if not out.endswith(formats):
+        raise SystemExit(f'--out {out}: --out-item {item} is written as one '
+                         f'of {", ".join(formats)}; change the suffix.')
+    folder = osp.dirname(osp.abspath(out))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if osp.isdir(out):
+            raise IsADirectoryError(f'{out} is a folder')
+        if osp.exists(out) and not os.access(out, os.W_OK):
+            raise PermissionError(f'{out} is read-only')
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise SystemExit(f'--out {out} cannot be written ({e}); choose a '
+                         f'writable path. Nothing was evaluated.') from None
+
+
 def merge_args(cfg, args):
     """Apply the command-line switches to the config."""
     if args.work_dir is not None:
@@ -64,6 +90,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.out is None and args.out_item is not None:
         raise ValueError('--out-item needs --out')
+    if args.out is not None:
+        check_out(args.out, args.out_item or 'pred')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

@@ -24,7 +24,8 @@ def parse_args(argv=None):
         type=str,
         const='auto',
         help='resume from the given checkpoint, or from the latest one in '
-        'the work dir when no path is given')
+        'the work dir when no path is given (if there is none, start '
+        'afresh from the config\'s load_from)')
     parser.add_argument(
         '--amp', action='store_true', help='mixed precision training')
     parser.add_argument(
@@ -53,6 +54,30 @@ def parse_args(argv=None):
     return args
 
 
+def latest_checkpoint(work_dir):
+    """The checkpoint ``--resume`` continues from, or None for none.
+
+    Reads ``work_dir/last_checkpoint`` (written by MMEngine's
+    CheckpointHook) and refuses one that is empty or names a missing file.
+    """
+    state = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(state):
+        return None
+    with open(state) as f:
+        path = f.read().strip()
+    if not path:
+        raise SystemExit(f'{state} is empty (interrupted save?). Resume '
+                         f'from a given file with --resume '
+                         f'{work_dir}/epoch_N.pth, or delete it to start '
+                         f'afresh.')
+    if not osp.isfile(path):
+        raise SystemExit(f'{state} names {path}, which does not exist. '
+                         f'Resume from a given file with --resume '
+                         f'{work_dir}/epoch_N.pth, or delete {state} to '
+                         f'start afresh.')
+    return path
+
+
 def merge_args(cfg, args):
     """Apply the command-line switches to the config."""
     if args.work_dir is not None:
@@ -68,8 +93,13 @@ def merge_args(cfg, args):
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        latest = latest_checkpoint(cfg.work_dir)
+        if latest is not None:
+            cfg.resume = True
+            cfg.load_from = latest
+        # else: nothing to resume, so this is a fresh run from the config's
+        # load_from (MMEngine's own auto-resume would drop it and start the
+        # stage from random weights).
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume

@@ -12,6 +12,16 @@ default_hooks = dict(
         save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
+    # Refuse checkpoints that do not fit the model or hold NaN/Inf, and
+    # never save NaN/Inf weights. A stage that starts from part of another
+    # stage's checkpoint lists the allowed key prefixes here (see
+    # CheckpointCheckHook, e.g. configs/vlltr/lgr_r50_imagenet-lt.py).
+    checkpoint_check=dict(type='CheckpointCheckHook'),
+    # Stop at the first NaN/Inf loss instead of finishing a diverged run.
+    finite_loss=dict(type='FiniteLossHook'),
+    # Random states in every checkpoint, restored by --resume, so that a
+    # resumed run repeats the uninterrupted one.
+    random_state=dict(type='RandomStateHook'),
 )
 
 env_cfg = dict(

@@ -18,6 +18,13 @@ _base_ = [
 ]
 
 load_from = 'work_dirs/cvlp_r50_imagenet-lt/epoch_50.pth'
+# The CVLP checkpoint initialises the image tower only: the LGR head is new
+# and the text tower / logit_scale are not part of this model. Any other
+# difference is an error (CheckpointCheckHook).
+default_hooks = dict(
+    checkpoint_check=dict(
+        allow_missing=['head.'],
+        allow_unexpected=['text_encoder.', 'logit_scale']))
 
 model = dict(head=dict(num_classes=1000, alpha=0.2))
 
@@ -30,8 +37,6 @@ custom_hooks = [
         checkpoint=None,
         # Pool: the whole balanced val split, 20 images per class (authors).
         pool=dict(split='val', max_per_class=None, mode='first'),
-        # Must equal model.head.num_anchors.
-        num_anchors=64,
         # 'cutoff' keeps the first M sentences instead (Table 4 #7).
         selection='anss',
         batch_size=256,

@@ -19,6 +19,13 @@ _base_ = [
 ]
 
 load_from = 'work_dirs/cvlp_r50_inat2018/epoch_100.pth'
+# The CVLP checkpoint initialises the image tower only: the LGR head is new
+# and the text tower / logit_scale are not part of this model. Any other
+# difference is an error (CheckpointCheckHook).
+default_hooks = dict(
+    checkpoint_check=dict(
+        allow_missing=['head.'],
+        allow_unexpected=['text_encoder.', 'logit_scale']))
 
 
 custom_hooks = [
@@ -30,8 +37,6 @@ custom_hooks = [
         checkpoint=None,
         # Pool: the first 50 training images of each class (authors).
         pool=dict(split='train', max_per_class=50, mode='first'),
-        # Must equal model.head.num_anchors.
-        num_anchors=64,
         # 'cutoff' keeps the first M sentences instead (Table 4 #7).
         selection='anss',
         batch_size=256,

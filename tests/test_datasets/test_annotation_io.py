@@ -189,3 +189,32 @@ def test_count_classes_from_json_file(tmp_path):
                        r"\('train_val2018/A/7/a\.jpg'\): label 1 >= "
                        r'num_classes \(1\)'):
         count_classes_from_file(path, num_classes=1)
+
+
+def test_read_class_names_layouts(tmp_path):
+    plain = tmp_path / 'plain.txt'
+    plain.write_text('tabby cat\n\nt-shirt/top\n  ankle boot \n')
+    assert read_class_names(str(plain)) == [
+        'tabby cat', 't-shirt/top', 'ankle boot'
+    ]
+    imagenet = tmp_path / 'imagenet.txt'
+    imagenet.write_text('n01443537 1 goldfish\n'
+                        'n01440764 0 tench\n'
+                        'n01484850 2 great_white_shark\n')
+    assert read_class_names(str(imagenet)) == [
+        'tench', 'goldfish', 'great white shark'
+    ]
+    places = tmp_path / 'places.txt'
+    places.write_text('/a/airfield 1\n/a/abbey 0\n'
+                      '/a/apartment_building/outdoor 2\n')
+    assert read_class_names(str(places)) == [
+        'abbey', 'airfield', 'apartment building outdoor'
+    ]
+    gap = tmp_path / 'gap.txt'
+    gap.write_text('/a/abbey 0\n/a/airfield 2\n')
+    with pytest.raises(ValueError, match='gap.txt: indices'):
+        read_class_names(str(gap))
+    empty = tmp_path / 'empty.txt'
+    empty.write_text('\n\n')
+    with pytest.raises(ValueError, match='no class names'):
+        read_class_names(str(empty))

@@ -249,3 +249,23 @@ def test_distributed_two_ranks_share_cache_and_draw_differently(tmp_path):
                 if f.endswith('.npz')]) == 1
     assert results[0]['direct'] != results[1]['direct']
     assert all(len(set(r['direct'])) == 4 for r in results)
+
+
+def test_pipeline_is_the_inner_datasets(ds_cfg):
+    """Stock tools (``browse_dataset``) read and replace ``.pipeline``."""
+    from mmengine.dataset import Compose
+    ds = DATASETS.build(ds_cfg)
+    assert ds.pipeline is ds.dataset.pipeline
+    seen = []
+
+    def record(results):
+        seen.append(results['img_path'])
+        return results
+
+    ds.pipeline = Compose([*ds.dataset.pipeline.transforms[:1], record,
+                           *ds.dataset.pipeline.transforms[1:]])
+    assert ds.dataset.pipeline is ds.pipeline
+    item = ds[8]
+    assert seen == [ds.dataset.get_data_info(8)['img_path']]
+    assert item['data_samples'].gt_label.tolist() == [1]
+    assert 'text_tokens' in item

@@ -6,7 +6,6 @@ from vlltr_mm.datasets.class_text.text_sources import (
     class_file_name,
     collect_descriptions,
     load_templates,
-    read_labels_file,
     strip_wiki_sections,
 )
 
@@ -44,35 +43,6 @@ def test_strip_wiki_sections_drops_listed_sections_and_children():
         'Stripes run along the body.\n\nSmith (2000).\n\nA website.\n\n'
         'Known since antiquity.\n\nhttp://example.org')
     assert strip_wiki_sections('no headers at all') == 'no headers at all'
-
-
-def test_read_labels_file_layouts(tmp_path):
-    plain = tmp_path / 'plain.txt'
-    plain.write_text('tabby cat\n\nt-shirt/top\n  ankle boot \n')
-    assert read_labels_file(str(plain)) == [
-        'tabby cat', 't-shirt/top', 'ankle boot'
-    ]
-    imagenet = tmp_path / 'imagenet.txt'
-    imagenet.write_text('n01443537 1 goldfish\n'
-                        'n01440764 0 tench\n'
-                        'n01484850 2 great_white_shark\n')
-    assert read_labels_file(str(imagenet)) == [
-        'tench', 'goldfish', 'great white shark'
-    ]
-    places = tmp_path / 'places.txt'
-    places.write_text('/a/airfield 1\n/a/abbey 0\n'
-                      '/a/apartment_building/outdoor 2\n')
-    assert read_labels_file(str(places)) == [
-        'abbey', 'airfield', 'apartment building outdoor'
-    ]
-    gap = tmp_path / 'gap.txt'
-    gap.write_text('/a/abbey 0\n/a/airfield 2\n')
-    with pytest.raises(ValueError, match='gap.txt: indices'):
-        read_labels_file(str(gap))
-    empty = tmp_path / 'empty.txt'
-    empty.write_text('\n\n')
-    with pytest.raises(ValueError, match='no class names'):
-        read_labels_file(str(empty))
 
 
 def test_load_templates():

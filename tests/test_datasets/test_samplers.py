@@ -306,3 +306,33 @@ def test_two_process_sharding(tmp_path):
     rel_err = np.abs(hist.numpy() / hist.sum().item() - probs) / probs
     assert rel_err.max() < 0.05, rel_err
     assert chi_square(hist.numpy(), probs) < CHI2_4DOF_999
+
+
+@pytest.mark.parametrize('name', ['SquareRootSampler', 'ClassAwareSampler'])
+def test_stock_sampler_arguments(name):
+    """A stock ``DefaultSampler`` config switches by ``type`` alone:
+    ``shuffle``, ``seed`` and ``round_up`` keep their meaning (round-up
+    across ranks: test_two_process_sharding)."""
+    labels = toy_labels()
+    stock = dict(type=name, shuffle=True, seed=3, round_up=True)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        loader = Runner.build_dataloader(
+            dict(dataset=ToyDataset(labels), sampler=stock, batch_size=50,
+                 collate_fn=dict(type='pseudo_collate')),
+            seed=11)
+    sampler = loader.sampler
+    assert sampler.seed == 3  # the config's seed beats the runner's
+    default = DATA_SAMPLERS.build(
+        dict(type=name, dataset=ToyDataset(labels), seed=3))
+    shuffled = list(sampler)
+    # shuffle=True is the default: the very same draws, so the same class
+    # frequencies.
+    assert shuffled == list(default)
+    ordered = DATA_SAMPLERS.build(
+        dict(type=name, dataset=ToyDataset(labels), seed=3, shuffle=False))
+    # shuffle=False: the same draws, in index order.
+    assert list(ordered) == sorted(shuffled)
+    np.testing.assert_array_equal(
+        np.bincount(labels[list(ordered)], minlength=len(COUNTS)),
+        np.bincount(labels[shuffled], minlength=len(COUNTS)))
+    assert shuffled != sorted(shuffled)

@@ -15,8 +15,11 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmpretrain.registry import DATASETS, MODELS, TASK_UTILS
 
-import vlltr_mm  # noqa: F401  (registers everything)
+import vlltr_mm  # registers everything
 from vlltr_mm.engine.hooks import AnchorSentenceSelectionHook
+from vlltr_mm.engine.hooks.anss_artifact import artifact_key
+from vlltr_mm.engine.hooks.anss_inputs import embed_sentences
+from vlltr_mm.engine.hooks.anss_report import check_corpus
 from vlltr_mm.engine.hooks.anss_scoring import lin_loss_scores, select_anchors
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -109,7 +112,6 @@ def _cfg(assets, work_dir, with_hook=True, max_epochs=1, **hook):
         type='AnchorSentenceSelectionHook',
         corpus=_corpus(assets),
         text_encoder=dict(type='OpenCLIPTextEncoder', model_name=MODEL),
-        num_anchors=NUM_ANCHORS,
         batch_size=5,
         num_workers=0,
         chunk_size=7)
@@ -377,15 +379,155 @@ def test_two_processes_match_single_process(assets, tmp_path):
 
 def test_sentence_embedding_builds_no_autograd_graph(assets):
     """Embedding the corpus must not keep activations for backward."""
-    from mmpretrain.registry import TASK_UTILS
-
-    from vlltr_mm.engine.hooks.anss_hook import AnchorSentenceSelectionHook
-    hook = AnchorSentenceSelectionHook(corpus=_corpus(assets))
     corpus = TASK_UTILS.build(
         dict(_corpus(assets), class_names=['a', 'b', 'c', 'd', 'e', 'f']))
-    state = AnchorSentenceSelectionHook._load_state(assets['ckpt'])
-    feats = hook._embed_sentences(
-        state, corpus, assets['ckpt'], torch.device('cpu'),
-        dict(type='OpenCLIPTextEncoder', model_name=MODEL))
+    feats = embed_sentences(
+        dict(type='OpenCLIPTextEncoder', model_name=MODEL), assets['ckpt'],
+        corpus, torch.device('cpu'), 5)
     assert feats.shape[0] == corpus.num_sentences
     assert not feats.requires_grad and feats.grad_fn is None
+
+
+def _log_text(runner):
+    with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
+        return f.read()
+
+
+def _report_sections(text):
+    """class index -> (kept rows, dropped rows, kinds by row) of a report."""
+    sections, part = {}, None
+    for line in text.splitlines():
+        if line.startswith('## '):
+            c = int(line[3:].split(':')[0])
+            sections[c] = ([], [], {})
+        elif line in ('### Kept', '### Dropped'):
+            part = 0 if line == '### Kept' else 1
+        elif line.startswith('| ') and line[2].isdigit():
+            cells = [x.strip() for x in line.strip('|').split(' | ')]
+            row = int(cells[3])
+            sections[c][part].append(row)
+            sections[c][2][row] = cells[2]
+    return sections
+
+
+def test_report_lists_kept_then_dropped_and_tool_renders_it(assets,
+                                                           tmp_path):
+    runner, _ = _train(_cfg(assets, tmp_path))
+    art = torch.load(tmp_path / 'anss_anchors.pth', weights_only=True)
+    report = tmp_path / 'anss_anchors_report.md'
+    corpus = TASK_UTILS.build(
+        dict(_corpus(assets), class_names=assets['names']))
+    sections = _report_sections(report.read_text())
+    assert sorted(sections) == [0, 1, 2, 3]
+    for c, name in enumerate(assets['names']):
+        assert f'## {c}: {name}' in report.read_text()
+        kept, dropped, kinds = sections[c]
+        # exactly the artifact's selection, best first, then the rest
+        assert kept == art['indices'][c][art['mask'][c]].tolist()
+        rows = range(corpus.class_offsets[c], corpus.class_offsets[c + 1])
+        assert sorted(kept + dropped) == list(rows)
+        assert np.all(np.diff(art['scores'][kept + dropped].numpy()) >= 0)
+        assert all(kinds[i] == ('prompt' if corpus.is_prompt[i] else
+                                'description') for i in rows)
+    assert any(v == 'description' for v in sections[0][2].values())
+    # the tool renders the same report from the artifact and the config
+    cfg_file = str(tmp_path / 'lgr.py')
+    runner.cfg.dump(cfg_file)
+    out = tmp_path / 'tool_report.md'
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(REPO, 'tools', 'analysis', 'anss_report.py'),
+        str(tmp_path / 'anss_anchors.pth'), cfg_file, '--out', str(out)
+    ], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1'),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_text() == report.read_text()
+    # another corpus does not fit the artifact
+    other = TASK_UTILS.build(
+        dict(_corpus(assets, 'other_json'), class_names=assets['names']))
+    with pytest.raises(ValueError, match='not the one of the AnSS artifact'):
+        check_corpus(art, other, 'artifact')
+
+
+def test_key_covers_pool_pipeline(assets, tmp_path):
+    _train(_cfg(assets, tmp_path))
+    out = tmp_path / 'anss_anchors.pth'
+    pipeline = [dict(type='LoadImageFromFile', to_float32=True),
+                dict(type='PackInputs')]
+    runner, hook = _train(_cfg(assets, tmp_path,
+                               pool=dict(pipeline=pipeline)))
+    assert hook.reused is False
+    log = _log_text(runner)
+    why = log[log.index('AnSS: computing anchors'):].splitlines()[0]
+    # the pipeline and nothing else differs
+    assert 'pool_pipeline_sha256' in why and why.count('!=') == 1
+    meta = torch.load(out, weights_only=True)['meta']
+    assert meta['pool_list_sha256'] == vlltr_mm.utils.file_sha256(
+        osp.join(assets['data'], 'ImageNet_LT_val.txt'))
+
+
+def test_key_covers_towers_selection_and_m(assets):
+    corpus = TASK_UTILS.build(
+        dict(_corpus(assets), class_names=assets['names']))
+    text = dict(type='OpenCLIPTextEncoder', model_name=MODEL)
+    model = dict(backbone=dict(type='OpenCLIPVisual', model_name=MODEL),
+                 data_preprocessor=dict(mean=MEAN))
+    base = artifact_key(corpus, assets['ckpt'], text, model, None, 'cutoff',
+                        8)
+    assert base['pool_sha256'] == base['image_encoder_sha256'] == 'unused'
+
+    def changed(**kw):
+        args = dict(corpus=corpus, checkpoint=assets['ckpt'],
+                    text_cfg=text, model_cfg=model, pool=None,
+                    selection='cutoff', num_anchors=8)
+        args.update(kw)
+        key = artifact_key(**args)
+        return sorted(k for k in base if key[k] != base[k])
+
+    assert changed(text_cfg=dict(text, quick_gelu=True)) == [
+        'text_encoder_sha256']
+    assert changed(checkpoint=assets['other_ckpt']) == ['checkpoint_sha256']
+    assert changed(num_anchors=9) == ['num_anchors']
+    assert changed(selection='anss') == ['selection']
+
+
+def test_pool_without_a_class_warns_with_its_name(assets, tmp_path):
+    lines = open(osp.join(assets['data'], 'ImageNet_LT_val.txt')).readlines()
+    lst = tmp_path / 'val_no3.txt'
+    lst.write_text(''.join(x for x in lines if not x.rstrip().endswith(' 3')))
+    pool = dict(dataset=dict(_dataset(assets, 'val'), ann_file=str(lst)))
+    runner, _ = _train(_cfg(assets, tmp_path, pool=pool))
+    assert (f"val_no3.txt) has no image of 1 classes ['{assets['names'][3]}']"
+            in _log_text(runner))
+    art = torch.load(tmp_path / 'anss_anchors.pth', weights_only=True)
+    offsets = hook_corpus_offsets(assets)
+    assert torch.isinf(art['scores'][offsets[3]:offsets[4]]).all()
+    # cut-off order for that class: its 7 sentences, then one padded slot
+    assert art['indices'][3].tolist() == list(range(offsets[3],
+                                                    offsets[4])) + [
+                                                        offsets[3]]
+
+
+def test_nan_stage1_checkpoint_names_the_file(assets, tmp_path):
+    ckpt = torch.load(assets['ckpt'], weights_only=True)
+    name = next(k for k in ckpt['state_dict']
+                if k.startswith('text_encoder.'))
+    ckpt['state_dict'][name] = ckpt['state_dict'][name].clone()
+    ckpt['state_dict'][name].view(-1)[0] = float('nan')
+    bad = str(tmp_path / 'cvlp_nan.pth')
+    torch.save(ckpt, bad)
+    with pytest.raises(ValueError, match=r'cvlp_nan\.pth.*non-finite'):
+        _train(_cfg(assets, tmp_path, checkpoint=bad))
+    empty = tmp_path / 'cvlp_empty.pth'
+    empty.write_bytes(b'')
+    with pytest.raises(ValueError, match=r'cannot read .*cvlp_empty\.pth'):
+        _train(_cfg(assets, tmp_path, checkpoint=str(empty)))
+
+
+def test_num_anchors_is_the_heads(assets, tmp_path):
+    # equal to the head's: accepted (old configs); different: refused
+    _, hook = _train(_cfg(assets, tmp_path, num_anchors=NUM_ANCHORS,
+                          selection='cutoff'))
+    assert hook.reused is False
+    with pytest.raises(ValueError, match="head's value is used"):
+        _train(_cfg(assets, tmp_path, num_anchors=NUM_ANCHORS + 1))

@@ -50,15 +50,11 @@ def test_no_tokens_no_texts_key():
     assert set(out) == {'inputs', 'data_samples'}
 
 
-def test_int32_tokens_are_cast_and_bad_shapes_rejected():
+def test_int32_tokens_are_cast():
     pre = ClassTextDataPreprocessor(**CFG)
     out = pre(default_collate(make_items(dtype=torch.int32)))
     assert out['texts'].dtype == torch.int64
     assert torch.equal(out['texts'], expected_texts())
-    batch = default_collate(make_items())
-    batch['text_tokens'] = batch['text_tokens'][0]
-    with pytest.raises(ValueError, match=r'\[B, L\].*\(77,\)'):
-        pre(batch)
 
 
 def test_texts_untouched_by_batch_augments():

@@ -103,6 +103,17 @@ def test_config_and_tokenizer(tokens):
     assert tokens[2].tolist()[:4] == [101, 4524, 102, 0]
 
 
+def test_config_survives_rescans(tmp_path):
+    # Registered from a temporary file that is gone by now: open_clip's
+    # rescans (any add_model_config) must keep the entry, and registering
+    # again is a no-op that still reports success.
+    cfg = open_clip.get_model_config(dc.DEMO_MODEL_NAME)
+    open_clip.add_model_config(tmp_path)
+    assert open_clip.get_model_config(dc.DEMO_MODEL_NAME) == cfg
+    assert dc.register_demo_clip_config()
+    assert open_clip.get_model_config(dc.DEMO_MODEL_NAME) == cfg
+
+
 def test_hf_offline_restores_environment(monkeypatch):
     import huggingface_hub.constants as constants
     monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)

@@ -11,6 +11,7 @@ from mmpretrain.structures import DataSample
 from vlltr_mm.models.heads import LGRHead
 from vlltr_mm.models.heads.lgr_attention import (
     anchor_statistics,
+    direct_cosine,
     efficient_cosine,
 )
 
@@ -27,13 +28,21 @@ def make_anchors(offset=0.0, seed=0):
     return anchors, mask
 
 
+class DirectLGRHead(LGRHead):
+    """The reference: Eqs. 5-7 computed literally (forms K and G)."""
+
+    def text_cosine(self, x, query):
+        return direct_cosine(x, query, self.anchors, self.anchor_mask,
+                             self.attn_proj_k, self.attn_norm_k)
+
+
 def make_head(impl='efficient', dtype=torch.float32, anchors=None, **kwargs):
     """A head with random (non-identity) projections and LayerNorms."""
     torch.manual_seed(0)
     kwargs.setdefault('qk_bias', True)
     kwargs.setdefault('learnable_scale', True)
-    head = LGRHead(C, D, num_anchors=M, impl=impl, identity_init=False,
-                   **kwargs)
+    cls = DirectLGRHead if impl == 'direct' else LGRHead
+    head = cls(C, D, num_anchors=M, identity_init=False, **kwargs)
     with torch.no_grad():
         for name, p in head.named_parameters():
             if 'attn_' in name:
@@ -174,21 +183,20 @@ def test_fusion_by_hand():
     torch.testing.assert_close(
         head.fuse(logits_image, logits_text), torch.tensor([[0.525,
                                                              0.475]]))
-    head = LGRHead(2, 4, num_anchors=1, fusion='alpha', alpha=0.2)
+    head = LGRHead(2, 4, num_anchors=1, alpha=0.2)
     torch.testing.assert_close(
         head.fuse(logits_image, logits_text), torch.tensor([[0.69, 0.31]]))
 
 
-@pytest.mark.parametrize('fusion', ['sum', 'alpha'])
-def test_predict_fields(fusion):
-    head = make_head(fusion=fusion, alpha=0.7)
+@pytest.mark.parametrize('alpha', [0.5, 0.7])
+def test_predict_fields(alpha):
+    head = make_head(alpha=alpha)
     x = torch.randn(B, D)
     li, lt = head.branch_logits((x, ))
     out = head.predict((x, ), samples(labels=torch.zeros(B)))
     scores = torch.stack([s.pred_score for s in out])
-    w = 0.5 if fusion == 'sum' else 0.7
     torch.testing.assert_close(
-        scores, w * li.softmax(-1) + (1 - w) * lt.softmax(-1))
+        scores, alpha * li.softmax(-1) + (1 - alpha) * lt.softmax(-1))
     torch.testing.assert_close(scores, head((x, )))
     torch.testing.assert_close(scores.sum(-1), torch.ones(B))
     for s, li_row, lt_row in zip(out, li, lt):
@@ -271,9 +279,7 @@ def test_bad_arguments():
     assert head.has_anchors
     with pytest.raises(ValueError, match=r'features of shape \(B, 16\)'):
         head((torch.randn(B, 8), ))
-    for kwargs, match in ((dict(fusion='max'), 'fusion'),
-                          (dict(alpha=1.5), 'alpha'),
-                          (dict(impl='fast'), 'impl'),
+    for kwargs, match in ((dict(alpha=1.5), 'alpha'),
                           (dict(class_chunk=0), 'class_chunk'),
                           (dict(num_anchors=0), 'num_anchors'),
                           (dict(logit_scale=-1.0), 'logit_scale')):
@@ -342,7 +348,7 @@ def test_in_image_classifier():
             backbone=dict(type='LGRTestBackbone', in_features=48,
                           out_features=D),
             head=dict(type='LGRHead', num_classes=C, in_channels=D,
-                      num_anchors=M, fusion='alpha', alpha=0.2,
+                      num_anchors=M, alpha=0.2,
                       cal_acc=False,
                       loss=dict(type='CrossEntropyLoss', use_soft=True)),
             data_preprocessor=dict(type='ClsDataPreprocessor',

@@ -127,10 +127,10 @@ def predicted(head, x):
 
 
 @pytest.mark.parametrize('tau', TAUS)
-@pytest.mark.parametrize('fusion,alpha', [('sum', 0.5), ('alpha', 0.3)])
-def test_lgr_head_image_target(tau, fusion, alpha):
+@pytest.mark.parametrize('alpha', [0.5, 0.3])
+def test_lgr_head_image_target(tau, alpha):
     head = lgr_head(posthoc_tau=tau, posthoc_target='image',
-                    class_counts=COUNTS, fusion=fusion, alpha=alpha)
+                    class_counts=COUNTS, alpha=alpha)
     x = feats()
     l_img, l_txt = head.branch_logits((x, ))
     p_img = (l_img - tau * log_prior()).softmax(1)

@@ -30,9 +30,12 @@ def test_quick_run(tmp_path):
         assert r['train_peak'] >= 0 and r['infer_peak'] >= 0
 
 
-def test_plan_and_report(capsys):
+def test_plan_and_report(capsys, monkeypatch):
     """Case planning and ratio arithmetic on hand-made results."""
     import importlib.util
+
+    # The script imports its neighbours by name, as when run directly.
+    monkeypatch.syspath_prepend(osp.dirname(SCRIPT))
     spec = importlib.util.spec_from_file_location('bench_lgr_head', SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

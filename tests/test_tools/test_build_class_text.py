@@ -3,6 +3,10 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import socket
+import stat
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -132,7 +136,7 @@ def test_build_from_recorded_api_and_corpus_reads_it(wiki, tmp_path):
     report = tool.build_class_text(out, NAMES, client=client(wiki),
                                    progress=False)
     assert report == dict(fetched=[0, 1, 3], skipped=[], no_page=[2],
-                          failed=[])
+                          failed=[], errors={})
     read = lambda i: open(osp.join(out, 'wiki', f'desc_{i}.txt')).read()  # noqa
     assert read(0) == TABBY + '\n' and read(1) == JAGUAR + '\n'
     assert read(3) == OCELOT + '\n'
@@ -212,6 +216,7 @@ def test_exhausted_retries_fail_then_rerun_recovers(wiki, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert 'failed 1' in printed and 'failed (rerun to retry): ocelot' in (
         printed)
+    assert 'after 3 attempts (HTTP 503)' in printed  # the cause is shown
     state = json.load(open(tmp_path / 'o' / 'build_state.json'))['classes']
     assert state['1']['status'] == 'failed'
     assert 'after 3 attempts (HTTP 503)' in state['1']['error']
@@ -245,6 +250,85 @@ def test_cli_with_labels_file(wiki, tmp_path, capsys):
     assert 'zorblax' in printed
     assert (tmp_path / 'o' / 'labels.txt').read_text() == (
         'tabby cat\nzorblax\n')
+
+
+def closed_port_url():
+    """An api.php URL on a localhost port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    return f'http://127.0.0.1:{port}/w/api.php'
+
+
+def test_no_network_stops_at_once(tmp_path):
+    """A refused connection ends the run on the first request, exit 2."""
+    out = tmp_path / 'o'
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'text',
+                                  'build_class_text.py'), str(out),
+         '--class-names', 'tabby cat', 'ocelot', 'jaguar', '--api-url',
+         closed_port_url(), '--min-interval', '0', '--no-progress'],
+        capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 2, result.stderr
+    assert 'no network: cannot reach http://127.0.0.1:' in result.stderr
+    assert 'ConnectionRefusedError' in result.stderr
+    assert '--source wordnet' in result.stderr
+    assert elapsed < 10  # was 62 s of retries per class
+    assert not osp.exists(out / 'wiki' / 'desc_0.txt')
+
+
+def test_retry_policy(wiki):
+    """Refused connections are not retried; a timeout after a reply is."""
+    c = tool.WikipediaClient(api_url=closed_port_url(), min_interval=0,
+                             backoff=0, max_retries=3)
+    with pytest.raises(tool.NoNetworkError, match='ConnectionRefused'):
+        c.get(titles='x')
+    assert c.num_requests == 1
+    calls = []
+
+    def flaky(request, timeout):
+        calls.append(timeout)
+        if len(calls) == 2:
+            raise socket.timeout('timed out')
+        return urllib.request.urlopen(request, timeout=timeout)
+
+    import urllib.request
+    c = client(wiki, opener=flaky, timeout=20)
+    c.get(titles='tabby cat')  # first reply: the network works
+    c.get(titles='tabby cat')  # timeout, then retried successfully
+    assert len(calls) == 3
+    # before the first reply the timeout is capped to report "no network"
+    first = sys.modules[tool.WikipediaClient.__module__].FIRST_TIMEOUT
+    assert calls[0] == first == 10 and calls[1] == 20
+
+
+def test_bad_inputs_are_named(wiki, tmp_path, capsys):
+    out = tmp_path / 'o'
+    base = ['--api-url', wiki.url, '--min-interval', '0', '--user-agent',
+            UA, '--no-progress']
+    assert tool.main([str(out), '--class-names', 'jaguar', 'ocelot',
+                      'jaguar'] + base) == 2
+    assert "class name 'jaguar' is given twice (classes 0 and 2)" in (
+        capsys.readouterr().err)
+    old = os.umask(0o022)
+    try:
+        assert tool.main([str(out), '--class-names', 'tabby cat'] + base) \
+            == 0
+    finally:
+        os.umask(old)
+    for name in ('labels.txt', 'build_state.json', 'no_page.txt',
+                 'wiki/desc_0.txt'):
+        assert stat.S_IMODE(os.stat(out / name).st_mode) == 0o644, name
+    state = out / 'build_state.json'
+    state.write_text(state.read_text()[:10])  # truncated by a crash
+    assert tool.main([str(out), '--class-names', 'tabby cat'] + base) == 2
+    err = capsys.readouterr().err
+    assert f'{state} is damaged' in err and '--restart' in err
+    assert tool.main([str(out), '--class-names', 'tabby cat', '--restart']
+                     + base) == 0
+    assert 'fetched 1' in capsys.readouterr().out
 
 
 def write_tiny_wordnet(root):

@@ -46,7 +46,7 @@ def pred_scores(samples):
 
 def lgr_head(alpha, tau, target='image', counts=COUNTS):
     return LGRHead(
-        num_classes=5, in_channels=8, num_anchors=3, fusion='alpha',
+        num_classes=5, in_channels=8, num_anchors=3,
         alpha=alpha, posthoc_tau=tau, posthoc_target=target,
         class_counts=counts)
 
@@ -232,11 +232,11 @@ def test_options():
     assert sel.options(dict(alpha=None, tau=1.25, val_acc=1.0,
                             grid=[])) == ['model.head.posthoc_tau=1.25']
     assert sel.options(dict(alpha=0.6, tau=0.0)) == [
-        'model.head.fusion=alpha', 'model.head.alpha=0.6',
+        'model.head.alpha=0.6',
         'model.head.posthoc_tau=0.0'
     ]
     assert sel.options(dict(alpha=0.0, tau=2.0)) == [
-        'model.head.fusion=alpha', 'model.head.alpha=0.0',
+        'model.head.alpha=0.0',
         'model.head.posthoc_tau=2.0'
     ]
     # What select returns goes straight in.
@@ -248,14 +248,13 @@ def test_options_override_la_config(monkeypatch):
     # tau = 0 must reach the LA config, whose default is 1.0.
     monkeypatch.chdir(REPO)
     for name, choice, expected in (
-            ('lgr-la', dict(alpha=0.6, tau=0.0), ('alpha', 0.6, 0.0)),
-            ('baseline-la', dict(alpha=None, tau=0.0), (None, None, 0.0))):
+            ('lgr-la', dict(alpha=0.6, tau=0.0), (0.6, 0.0)),
+            ('baseline-la', dict(alpha=None, tau=0.0), (None, 0.0))):
         cfg = Config.fromfile(f'configs/vlltr/demo/{name}_demo_fmnist-lt.py')
         assert cfg.model.head.posthoc_tau == 1.0
         cfg.merge_from_dict(parse_options(sel.options(choice)))
         head = cfg.model.head
-        got = (head.get('fusion') if expected[0] else None,
-               head.get('alpha') if expected[1] else None, head.posthoc_tau)
+        got = (head.get('alpha') if expected[0] else None, head.posthoc_tau)
         assert got == expected and isinstance(head.posthoc_tau, float)
 
 

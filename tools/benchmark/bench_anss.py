@@ -98,9 +98,10 @@ def _loop_scores(text, images, sent_labels, img_labels, scale):
 
 
 def _load_anss():
-    """Import ``anss.py`` alone: the plugin's full import (mmpretrain,
+    """Import ``anss_scoring.py`` alone: the plugin's full import (mmpretrain,
     open_clip, ...) would add ~1 GB of resident memory to the figure."""
-    path = os.path.join(REPO, 'vlltr_mm', 'models', 'utils', 'anss.py')
+    path = os.path.join(REPO, 'vlltr_mm', 'engine', 'hooks',
+                        'anss_scoring.py')
     spec = importlib.util.spec_from_file_location('anss', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -9,14 +9,12 @@ then prints direct / efficient ratios.
 Every measurement runs in a fresh subprocess (in this process with
 ``--quick`` or ``--in-process``). Times are wall clock and, on CPU, also
 process CPU time, which other load on the machine disturbs less; ratios
-use CPU time on CPU and wall time on CUDA. Peak memory on CPU is the rise
-of the process's peak resident set (``VmHWM``, reset through
-``/proc/self/clear_refs``) over the resident set before the step; on CUDA
-it is ``torch.cuda.max_memory_allocated`` over the allocation before the
-step. Parameters, anchors and the efficient form's cached anchor
-statistics exist before the step, so only activations, gradients and
-temporaries count. The efficient form runs with ``class_chunk=1024``
-(``--class-chunk``); at iNat size it is also measured unchunked.
+use CPU time on CPU and wall time on CUDA. Peak memory is the rise over
+the level before the step (``bench_common.PeakMemory``): parameters,
+anchors and the efficient form's cached anchor statistics exist before
+it, so only activations, gradients and temporaries count. The efficient
+form runs with ``class_chunk=1024`` (``--class-chunk``); at iNat size it
+is also measured unchunked.
 
 The direct form at iNat size needs ~29 GiB at B=128, more than a 24 GB CPU
 machine can give, so on CPU it runs at B=16 (``--direct-batch``) and the
@@ -37,10 +35,9 @@ Example::
 import argparse
 import json
 import os
-import os.path as osp
-import subprocess
-import sys
 import time
+
+from bench_common import run_in_subprocess
 
 SIZES = {  # name: (classes C, anchors M, dim D, batch B)
     'imagenet-lt': (1000, 64, 1024, 128),
@@ -79,57 +76,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _proc_status(field):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-class PeakMemory:
-    """Peak memory (bytes) above the level at entry."""
-
-    def __init__(self, torch, device):
-        self.torch, self.device = torch, device
-
-    def __enter__(self):
-        if self.device.startswith('cuda'):
-            self.torch.cuda.synchronize()
-            self.torch.cuda.reset_peak_memory_stats()
-            self.base = self.torch.cuda.memory_allocated()
-        else:
-            with open('/proc/self/clear_refs', 'w') as f:
-                f.write('5')  # resets VmHWM to the current VmRSS
-            self.base = _proc_status('VmRSS')
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.startswith('cuda'):
-            self.torch.cuda.synchronize()
-            peak = self.torch.cuda.max_memory_allocated()
-        else:
-            peak = _proc_status('VmHWM')
-        self.peak = max(0, peak - self.base)
-
-
 def run_worker(spec):
     """Measure one (size, impl, batch) case; returns a result dict."""
     import torch
+    from bench_common import PeakMemory, build_lgr_head, sync
     from mmpretrain.structures import DataSample
-
-    from vlltr_mm.models.heads.lgr_head import LGRHead
     device = spec['device']
     num_classes, num_anchors, dim = spec['C'], spec['M'], spec['D']
     batch, impl = spec['B'], spec['impl']
 
-    def sync():
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-
     def build(c, m, d):
-        head = LGRHead(c, d, num_anchors=m, impl=impl,
-                       class_chunk=spec['class_chunk']).to(device)
+        head = build_lgr_head(impl, c, d, num_anchors=m,
+                              class_chunk=spec['class_chunk']).to(device)
         anchors = torch.randn(c, m, d, device=device)
         mask = torch.rand(c, m, device=device) > 0.25
         mask[:, 0] = True  # some classes have fewer than M sentences
@@ -154,11 +112,11 @@ def run_worker(spec):
     samples = [DataSample().set_gt_label(y) for y in labels]
     with torch.no_grad():
         head((x[:1], ))  # builds the efficient form's anchor statistics
-    sync()
+    sync(device)
     result = dict(spec)
     for mode in ('infer', 'train'):
         walls, cpus = [], []
-        with PeakMemory(torch, device) as mem:
+        with PeakMemory(device) as mem:
             for _ in range(spec['repeats']):
                 wall, cpu = time.perf_counter(), time.process_time()
                 if mode == 'train':
@@ -166,28 +124,13 @@ def run_worker(spec):
                 else:
                     with torch.no_grad():
                         head((x, ))
-                sync()
+                sync(device)
                 walls.append(time.perf_counter() - wall)
                 cpus.append(time.process_time() - cpu)
         result[f'{mode}_wall'] = min(walls)
         result[f'{mode}_cpu'] = min(cpus)
         result[f'{mode}_peak'] = mem.peak
     return result
-
-
-def measure(spec, timeout):
-    cmd = [sys.executable, osp.abspath(__file__), '--worker',
-           json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return dict(spec, error=f'timed out after {timeout:.0f} s')
-    for line in proc.stdout.splitlines():
-        if line.startswith('RESULT '):
-            return json.loads(line[len('RESULT '):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return dict(spec, error=f'exit {proc.returncode}: ' + ' | '.join(tail))
 
 
 def class_chunk(args):
@@ -342,7 +285,7 @@ def main(argv=None):
         if args.in_process or args.quick:
             results.append(run_worker(spec))
         else:
-            results.append(measure(spec, args.timeout))
+            results.append(run_in_subprocess(__file__, spec, args.timeout))
         print(f"  measured {spec['size']} {spec['impl']} B={spec['B']} "
               f"class_chunk={spec['class_chunk']} in "
               f'{time.perf_counter() - start:.0f} s', flush=True)

@@ -7,8 +7,9 @@ The helpers run a forward under autocast on any device, halve a batch on
 out-of-memory, probe peak memory and compare results against a reference
 (``rel_diff``, ``checked``).
 
-The timers of ``bench_cvlp_step.py`` and ``bench_lgr_head.py`` are
-imported from those scripts (:func:`load_script`), not copied.
+The timers of ``bench_cvlp_step.py`` and ``bench_lgr_head.py`` and the
+peak-memory probe of ``bench_common.py`` are imported from those scripts
+(:func:`load_script`), not copied.
 
 Not meant to be run directly; see ``gpu_check.py``.
 """
@@ -151,7 +152,7 @@ def peak_memory(device):
         PeakMemory: After the ``with`` block, ``base + peak`` is the
         absolute peak in bytes.
     """
-    return load_script('bench_cvlp_step').PeakMemory(device)
+    return load_script('bench_common').PeakMemory(device)
 
 
 def probe_device(ctx):

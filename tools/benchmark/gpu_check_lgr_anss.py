@@ -13,6 +13,7 @@ Not meant to be run directly; see ``gpu_check.py``.
 import time
 
 import torch
+from bench_common import build_lgr_head
 from gpu_check_common import (
     DTYPES,
     LOGIT_SCALE,
@@ -26,7 +27,6 @@ from gpu_check_common import (
 )
 
 from vlltr_mm.engine.hooks.anss_scoring import lin_loss_scores
-from vlltr_mm.models.heads import LGRHead
 
 # The LGR text branch rounds three chained products (query, attention
 # scores, gathered text) before its fp32 cosine: 16u.
@@ -88,8 +88,9 @@ def lgr_heads(size, device, chunk):
     torch.manual_seed(0)
     heads = {}
     for impl in ('efficient', 'direct'):
-        head = LGRHead(c, d, num_anchors=m, impl=impl,
-                       class_chunk=chunk if impl == 'efficient' else None)
+        head = build_lgr_head(
+            impl, c, d, num_anchors=m,
+            class_chunk=chunk if impl == 'efficient' else None)
         if heads:
             head.load_state_dict(heads['efficient'].state_dict())
         heads[impl] = head.to(device)

@@ -29,30 +29,35 @@ Example::
     python tools/data/make_fashion_mnist_lt.py data/demo/fashion_mnist_lt
 """
 import argparse
-import gzip
 import json
 import os
 import os.path as osp
 import shutil
+import sys
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
+
+# The idx readers live beside this script (also when it is loaded by path).
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from fashion_mnist_idx import (  # noqa: E402,F401 (read_idx: public)
+    IDX_FILES,
+    Arrays,
+    download_with_torchvision,
+    idx_path,
+    read_idx,
+    read_source_dir,
+)
 
 DEBIAN_PACKAGE = 'dataset-fashion-mnist'
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
 #: Readable names of the official labels 0..9 (T-shirt/top ... Ankle boot).
 CLASS_NAMES = ('t-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal',
                'shirt', 'sneaker', 'bag', 'ankle boot')
-IDX_FILES = {
-    'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
-    'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
-}
 SPLITS = ('train', 'val', 'test')
 LIST_NAME = 'FashionMNIST_LT_{}.txt'
 _FORMAT_VERSION = 1
-
-Arrays = Dict[str, Tuple[np.ndarray, np.ndarray]]
 
 
 def long_tail_counts(num_classes: int = 10,
@@ -85,69 +90,6 @@ def class_dir(name: str) -> str:
     return name.replace(' ', '_')
 
 
-def read_idx(path: str) -> np.ndarray:
-    """Read an idx file of unsigned bytes (optionally gzip-compressed).
-
-    Args:
-        path (str): ``*-idx{1,3}-ubyte`` file, or the same with ``.gz``.
-
-    Returns:
-        np.ndarray: uint8 array with the shape stored in the header.
-
-    Raises:
-        ValueError: If the header or the data size is invalid.
-    """
-    opener = gzip.open if path.endswith('.gz') else open
-    with opener(path, 'rb') as f:
-        data = f.read()
-    if len(data) < 4 or data[:2] != b'\0\0' or data[2] != 0x08:
-        raise ValueError(f'{path}: not an unsigned-byte idx file')
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    shape = tuple(
-        int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big')
-        for i in range(ndim))
-    if len(data) != header + int(np.prod(shape)):
-        raise ValueError(f'{path}: header promises shape {shape} but the '
-                         f'file holds {len(data) - header} bytes of data')
-    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
-
-
-def _idx_path(source_dir: str, stem: str) -> Optional[str]:
-    for name in (stem + '.gz', stem):
-        if osp.isfile(osp.join(source_dir, name)):
-            return osp.join(source_dir, name)
-    return None
-
-
-def _read_source_dir(source_dir: str) -> Arrays:
-    arrays = {}
-    for split, stems in IDX_FILES.items():
-        paths = [_idx_path(source_dir, stem) for stem in stems]
-        missing = [s for s, p in zip(stems, paths) if p is None]
-        if missing:
-            raise FileNotFoundError(
-                f'{source_dir} lacks {missing} (.gz or uncompressed)')
-        images, labels = (read_idx(p) for p in paths)
-        if images.shape[0] != labels.shape[0] or images.shape[1:] != (28,
-                                                                     28):
-            raise ValueError(f'{source_dir}: {split} images {images.shape} '
-                             f'do not match labels {labels.shape}')
-        arrays[split] = (images, labels)
-    return arrays
-
-
-def _download(download_dir: str) -> Arrays:
-    from torchvision.datasets import FashionMNIST
-    arrays = {}
-    for split in IDX_FILES:
-        ds = FashionMNIST(download_dir, train=split == 'train',
-                          download=True)
-        arrays[split] = (ds.data.numpy(), ds.targets.numpy().astype(
-            np.uint8))
-    return arrays
-
-
 def load_fashion_mnist(source_dir: Optional[str] = None,
                        download_dir: Optional[str] = None,
                        download: bool = True) -> Tuple[Arrays, str]:
@@ -168,10 +110,10 @@ def load_fashion_mnist(source_dir: Optional[str] = None,
         source used.
     """
     if source_dir is not None:
-        return _read_source_dir(source_dir), source_dir
-    if all(_idx_path(DEBIAN_DIR, s) for stems in IDX_FILES.values()
+        return read_source_dir(source_dir), source_dir
+    if all(idx_path(DEBIAN_DIR, s) for stems in IDX_FILES.values()
            for s in stems):
-        return _read_source_dir(DEBIAN_DIR), DEBIAN_DIR
+        return read_source_dir(DEBIAN_DIR), DEBIAN_DIR
     hint = (f"install the Debian package '{DEBIAN_PACKAGE}' "
             f'(apt-get install {DEBIAN_PACKAGE}; files in {DEBIAN_DIR}) or '
             'let torchvision download Fashion-MNIST (network needed)')
@@ -180,7 +122,8 @@ def load_fashion_mnist(source_dir: Optional[str] = None,
             f'Fashion-MNIST not found in {DEBIAN_DIR} and downloading is '
             f'off: {hint}.')
     try:
-        return _download(download_dir), f'torchvision:{download_dir}'
+        arrays = download_with_torchvision(download_dir)
+        return arrays, f'torchvision:{download_dir}'
     except (OSError, RuntimeError) as e:
         raise RuntimeError(f'Fashion-MNIST not found in {DEBIAN_DIR} and '
                            f'the download failed ({e}): {hint}.') from e

@@ -92,10 +92,24 @@ def write(result: dict, work_dir: str) -> str:
     with open(osp.join(work_dir, 'results.json'), 'w') as f:
         json.dump(result, f, indent=2)
     table = markdown(result)
+    links = anss_report_links(result, work_dir)
     with open(osp.join(work_dir, 'results.md'), 'w') as f:
-        f.write(table + '\n')
+        f.write(table + '\n' + (f'\n{links}\n' if links else ''))
     plot(result, osp.join(work_dir, 'per_class_accuracy.png'))
     return table
+
+
+def anss_report_links(result: dict, work_dir: str) -> str:
+    """A line linking each seed's AnSS report (the sentences AnSS kept and
+    dropped per class, written by the hook next to its artifact); empty
+    if no report exists."""
+    links = [
+        f'[seed {seed}]({rel})' for seed in result['seeds']
+        for rel in [f'seed_{seed}/lgr/anss_anchors_report.md']
+        if osp.isfile(osp.join(work_dir, rel))
+    ]
+    return ('Anchor sentences kept and dropped by AnSS, per class: ' +
+            ', '.join(links) + '.') if links else ''
 
 
 def plot(result: dict, path: str) -> None:

@@ -115,8 +115,7 @@ def options(choice: dict) -> List[str]:
     """``--cfg-options`` that make ``tools/test.py`` use ``choice``."""
     opts = []
     if choice.get('alpha') is not None:
-        opts += ['model.head.fusion=alpha',
-                 f"model.head.alpha={choice['alpha']}"]
+        opts.append(f"model.head.alpha={choice['alpha']}")
     if choice.get('tau') is not None:
         opts.append(f"model.head.posthoc_tau={choice['tau']}")
     return opts

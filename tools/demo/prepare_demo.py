@@ -64,16 +64,16 @@ def check_demo_text(text_dir: str, class_names: List[str],
     """
     import open_clip
 
+    from vlltr_mm.datasets.annotation_io import read_class_names
     from vlltr_mm.datasets.class_text import ClassTextCorpus
-    from vlltr_mm.demo.demo_clip import (
+    from vlltr_mm.demo.demo_clip_config import (
         DEMO_CONTEXT_LENGTH,
         DEMO_MODEL_NAME,
         hf_offline,
     )
 
     labels_file = osp.join(text_dir, 'labels.txt')
-    with open(labels_file) as f:
-        text_names = [line.strip() for line in f if line.strip()]
+    text_names = read_class_names(labels_file)
     if text_names != list(class_names):
         raise ValueError(f'{labels_file} lists {text_names}, the dataset '
                          f'{list(class_names)}')
@@ -132,6 +132,7 @@ def prepare_demo(out_dir: str = 'data/demo',
         dict: The summary also written to ``demo_assets.json``.
     """
     from vlltr_mm.demo import demo_clip
+    from vlltr_mm.utils.files import atomic_write
 
     os.makedirs(out_dir, exist_ok=True)
     timings = {}
@@ -173,7 +174,7 @@ def prepare_demo(out_dir: str = 'data/demo',
         context_length=demo_clip.DEMO_CONTEXT_LENGTH,
         mean=list(demo_clip.DEMO_MEAN), std=list(demo_clip.DEMO_STD),
         seed=seed, timings=timings)
-    with open(osp.join(out_dir, 'demo_assets.json'), 'w') as f:
+    with atomic_write(osp.join(out_dir, 'demo_assets.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     return summary
 

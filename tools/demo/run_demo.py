@@ -64,8 +64,13 @@ def prepare(args) -> dict:
         assets = prep.prepare_demo(args.data_dir, seed=args.data_seed,
                                    **kwargs)
         assets['name'] = args.name or 'Fashion-MNIST-LT'
+        root = osp.abspath(assets['data_root'])
+        # Inside a checkout the path is shown relative to it; an installed
+        # package's tools live under .mim, so show where the data really is.
+        if root.startswith(REPO + os.sep):
+            root = osp.relpath(root, REPO)
         assets['dataset'] = (f"{assets['name']} (imbalance factor 100, "
-                             f"{osp.relpath(assets['data_root'], REPO)})")
+                             f'{root})')
     else:
         lists = {s: getattr(args, f'{s}_list') for s in ('train', 'val',
                                                           'test')}

@@ -15,12 +15,13 @@ Example::
         --cfg-options load_from=work_dirs/cvlp_r50_init.pth
 """
 import argparse
-import os
 import os.path as osp
 import time
 
 import torch
 from mmengine.config import Config, DictAction
+
+from vlltr_mm.utils.files import atomic_write
 
 
 def parse_args(argv=None):
@@ -54,14 +55,11 @@ def main(argv=None):
     if missing:
         raise ValueError(f'{args.config} does not build a CVLP-like model: '
                          f'no {missing} weights')
-    out_dir = osp.dirname(osp.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
     meta = dict(config=osp.abspath(args.config), epoch=0, iter=0,
                 note='initial weights, no CVLP training',
                 time=time.strftime('%Y%m%d_%H%M%S'))
-    tmp = f'{args.out}.tmp{os.getpid()}'
-    torch.save(dict(meta=meta, state_dict=state), tmp)
-    os.replace(tmp, args.out)
+    with atomic_write(args.out) as f:
+        torch.save(dict(meta=meta, state_dict=state), f)
     print(f'saved the initial {type(model).__name__} of {args.config} '
           f'({len(state)} tensors) to {args.out}')
 

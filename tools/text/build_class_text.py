@@ -23,200 +23,62 @@ Example::
         --labels-file data/imagenet/labels.txt --lang en
 """
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import os.path as osp
-import re
-import socket
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
-DEFAULT_USER_AGENT = ('vlltr_mm-build-class-text/0.1 (research tool; '
-                      'set --user-agent to include your contact)')
-_RETRY_HTTP = {429, 500, 502, 503, 504}
-_RETRY_API = {'maxlag', 'ratelimited', 'internal_api_error_DBQueryError'}
-_WNID = re.compile(r'^n(\d{8})$')
+# The API client lives beside this script (also when loaded by path).
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from wikipedia_client import (  # noqa: E402
+    DEFAULT_USER_AGENT,
+    NoNetworkError,
+    WikipediaClient,
+)
+from wordnet_text import load_wordnet, wordnet_text  # noqa: E402
 
 
-class WikipediaClient:
-    """Polite MediaWiki API client.
+@functools.lru_cache(maxsize=None)
+def _atomic_write():
+    """``vlltr_mm.utils.files.atomic_write`` without importing vlltr_mm.
 
-    Args:
-        lang (str): Wikipedia language code. Defaults to ``'en'``.
-        api_url (str, optional): Full ``api.php`` URL; overrides ``lang``.
-        min_interval (float): Seconds between request starts. Defaults to 1.
-        max_retries (int): Retries per request. Defaults to 5.
-        backoff (float): First retry delay; doubles each retry. Defaults to
-            2.
-        timeout (float): Socket timeout in seconds. Defaults to 30.
-        user_agent (str): Sent with every request (Wikimedia requires one).
-        search_limit (int): Search hits tried after the title. Defaults to 3.
-        opener (callable, optional): ``urllib``-style ``open(request,
-            timeout=)``. Defaults to ``urllib.request.urlopen``.
-        sleep (callable): Defaults to ``time.sleep``.
+    The module is stdlib-only, while ``import vlltr_mm`` loads torch and
+    MMPretrain (seconds): this tool should answer "no network" at once.
+    ``find_spec`` locates the package without running its ``__init__``.
     """
-
-    def __init__(self, lang: str = 'en', api_url: Optional[str] = None,
-                 min_interval: float = 1.0, max_retries: int = 5,
-                 backoff: float = 2.0, timeout: float = 30.0,
-                 user_agent: str = DEFAULT_USER_AGENT, search_limit: int = 3,
-                 opener: Optional[Callable] = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.api_url = api_url or f'https://{lang}.wikipedia.org/w/api.php'
-        self.min_interval = min_interval
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.timeout = timeout
-        self.user_agent = user_agent
-        self.search_limit = search_limit
-        self._open = opener or urllib.request.urlopen
-        self._sleep = sleep
-        self._last = -float('inf')
-        self.num_requests = 0
-
-    def get(self, **params) -> dict:
-        """One API call (``format=json``, v2), retried on transient errors.
-
-        Raises:
-            RuntimeError: Retries exhausted or a permanent API error.
-        """
-        params = dict(action='query', format='json', formatversion=2,
-                      maxlag=5, **params)
-        url = f'{self.api_url}?{urllib.parse.urlencode(params)}'
-        request = urllib.request.Request(
-            url, headers={'User-Agent': self.user_agent})
-        problem = ''
-        for attempt in range(self.max_retries + 1):
-            wait = self.min_interval - (time.monotonic() - self._last)
-            if wait > 0:
-                self._sleep(wait)
-            self._last = time.monotonic()
-            self.num_requests += 1
-            delay = self.backoff * 2**attempt
-            try:
-                with self._open(request, timeout=self.timeout) as resp:
-                    reply = json.loads(resp.read().decode('utf-8'))
-            except urllib.error.HTTPError as e:
-                if e.code not in _RETRY_HTTP:
-                    raise RuntimeError(f'HTTP {e.code} for {url}') from e
-                problem = f'HTTP {e.code}'
-                retry_after = (e.headers or {}).get('Retry-After')
-                if retry_after and retry_after.isdigit():
-                    delay = max(delay, float(retry_after))
-            except (urllib.error.URLError, socket.timeout, ConnectionError,
-                    json.JSONDecodeError) as e:
-                problem = f'{type(e).__name__}: {e}'
-            else:
-                error = reply.get('error')
-                if not error:
-                    return reply
-                if error.get('code') not in _RETRY_API:
-                    raise RuntimeError(f'API error {error} for {url}')
-                problem = f"API error {error.get('code')}"
-            if attempt < self.max_retries:
-                self._sleep(delay)
-        raise RuntimeError(f'giving up on {url} after {self.max_retries + 1}'
-                           f' attempts ({problem})')
-
-    def _extract(self, title: str) -> Optional[Tuple[str, str]]:
-        reply = self.get(titles=title, redirects=1,
-                         prop='extracts|pageprops', ppprop='disambiguation',
-                         explaintext=1, exsectionformat='wiki')
-        for page in reply.get('query', {}).get('pages', []):
-            text = (page.get('extract') or '').strip()
-            if (page.get('missing') or page.get('invalid') or not text
-                    or 'disambiguation' in page.get('pageprops', {})):
-                continue
-            return page['title'], text
-        return None
-
-    def fetch(self, name: str) -> Optional[Tuple[str, str]]:
-        """Best page for a class name: ``(title, plain text)`` or None."""
-        found = self._extract(name)
-        if found is not None:
-            return found
-        reply = self.get(list='search', srsearch=name,
-                         srlimit=self.search_limit, srnamespace=0)
-        for hit in reply.get('query', {}).get('search', []):
-            found = self._extract(hit['title'])
-            if found is not None:
-                return found
-        return None
-
-
-def wordnet_text(name: str, wordnet) -> Optional[str]:
-    """A short description of ``name`` from WordNet, or None."""
-    match = _WNID.match(name)
-    if match:
-        synset = wordnet.synset_from_pos_and_offset('n', int(match.group(1)))
-    else:
-        synsets = wordnet.synsets(name.strip().replace(' ', '_'), pos='n')
-        if not synsets:
-            return None
-        synset = synsets[0]  # most frequent sense
-
-    def words(s, k=None):
-        return [n.replace('_', ' ') for n in s.lemma_names()][:k]
-
-    head = name if not match else words(synset)[0]
-    lines = [f'{head[:1].upper()}{head[1:]} is {synset.definition()}.']
-    others = [w for w in words(synset) if w.lower() != head.lower()]
-    if others:
-        lines.append(f'{head[:1].upper()}{head[1:]} is also called '
-                     f'{", ".join(others)}.')
-    for hyper in synset.hypernyms()[:2]:
-        lines.append(f'A {head} is a kind of {words(hyper)[0]}: '
-                     f'{hyper.definition()}.')
-    kinds = [words(h)[0] for h in synset.hyponyms()[:8]]
-    if kinds:
-        lines.append(f'Kinds of {head} include {", ".join(kinds)}.')
-    return '\n'.join(lines) + '\n'
-
-
-def load_wordnet(nltk_data_dir: Optional[str] = None):
-    """NLTK's WordNet corpus reader, or a clear error if it is missing.
-
-    Args:
-        nltk_data_dir (str, optional): An extra NLTK data root (holding
-            ``corpora/wordnet``) to search.
-    """
-    import nltk
-    if nltk_data_dir is not None:
-        nltk_data_dir = osp.abspath(nltk_data_dir)
-        if nltk_data_dir not in nltk.data.path:
-            nltk.data.path.append(nltk_data_dir)
-    for resource in ('corpora/wordnet', 'corpora/wordnet.zip'):
-        try:
-            nltk.data.find(resource)
-            break
-        except LookupError:
-            continue
-    else:
-        raise RuntimeError(
-            "NLTK's wordnet corpus is not installed; run `python -m "
-            'nltk.downloader wordnet` (or pass --nltk-data) or use '
-            '--source wikipedia')
-    from nltk.corpus import wordnet
-    return wordnet
+    folder = importlib.util.find_spec('vlltr_mm').submodule_search_locations
+    spec = importlib.util.spec_from_file_location(
+        '_vlltr_mm_files', osp.join(folder[0], 'utils', 'files.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.atomic_write
 
 
 def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', dir=osp.dirname(path))
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+    with _atomic_write()(path, 'w') as f:
         f.write(text)
-    os.replace(tmp, path)
+
+
+def _read_state(state_file: str) -> dict:
+    """Per-class state of earlier runs; a damaged file is named."""
+    try:
+        with open(state_file, encoding='utf-8') as f:
+            return json.load(f)['classes']
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f'{state_file} is damaged ({type(e).__name__}: {e}); delete it '
+            'or rerun with --restart (descriptions are fetched again)'
+        ) from None
 
 
 def build_class_text(out_dir: str, class_names: Sequence[str],
                      source: str = 'wikipedia',
                      client: Optional[WikipediaClient] = None,
                      wordnet=None, retry_missing: bool = False,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, restart: bool = False) -> dict:
     """Fetch a description per class into ``out_dir`` (resumable).
 
     Args:
@@ -227,10 +89,17 @@ def build_class_text(out_dir: str, class_names: Sequence[str],
         wordnet (optional): An NLTK WordNet reader for ``'wordnet'``.
         retry_missing (bool): Retry classes recorded without a page.
         progress (bool): Show a progress bar.
+        restart (bool): Ignore the state of earlier runs.
 
     Returns:
         dict: ``fetched``, ``skipped``, ``no_page``, ``failed`` (lists of
-        class indices for this run; ``no_page`` covers all runs).
+        class indices for this run; ``no_page`` covers all runs) and
+        ``errors`` (class index -> cause of its failure).
+
+    Raises:
+        ValueError: Repeated class names, another class list in
+            ``out_dir``, or a damaged ``build_state.json``.
+        NoNetworkError: The API cannot be reached; the state is saved.
     """
     from tqdm import tqdm
 
@@ -240,6 +109,14 @@ def build_class_text(out_dir: str, class_names: Sequence[str],
     os.makedirs(wiki, exist_ok=True)
     labels = osp.join(out_dir, 'labels.txt')
     names = [str(n).strip() for n in class_names]
+    first = {}
+    for i, name in enumerate(names):
+        if name in first:
+            raise ValueError(
+                f'class name {name!r} is given twice (classes {first[name]}'
+                f' and {i}); class names must be unique (rename one, e.g. '
+                '"crane (bird)")')
+        first[name] = i
     if osp.isfile(labels):
         with open(labels, encoding='utf-8') as f:
             if f.read().splitlines() != names:
@@ -249,9 +126,8 @@ def build_class_text(out_dir: str, class_names: Sequence[str],
         _write_atomic(labels, '\n'.join(names) + '\n')
     state_file = osp.join(out_dir, 'build_state.json')
     state = {}
-    if osp.isfile(state_file):
-        with open(state_file, encoding='utf-8') as f:
-            state = json.load(f).get('classes', {})
+    if osp.isfile(state_file) and not restart:
+        state = _read_state(state_file)
     if source == 'wikipedia':
         client = client or WikipediaClient()
         fetch = client.fetch
@@ -262,7 +138,7 @@ def build_class_text(out_dir: str, class_names: Sequence[str],
             text = wordnet_text(name, wordnet)
             return None if text is None else (name, text)
 
-    report = dict(fetched=[], skipped=[], no_page=[], failed=[])
+    report = dict(fetched=[], skipped=[], no_page=[], failed=[], errors={})
     for i in tqdm(range(len(names)), desc=f'class text ({source})',
                   disable=not progress):
         entry = state.get(str(i), {})
@@ -273,10 +149,13 @@ def build_class_text(out_dir: str, class_names: Sequence[str],
             continue
         try:
             found = fetch(names[i])
+        except NoNetworkError:
+            raise  # nothing else can succeed; earlier classes are saved
         except RuntimeError as e:
             state[str(i)] = dict(name=names[i], status='failed',
                                  error=str(e))
             report['failed'].append(i)
+            report['errors'][i] = str(e)
         else:
             if found is None:
                 state[str(i)] = dict(name=names[i], status='no_page')
@@ -314,29 +193,41 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--nltk-data',
                         help='extra NLTK data root holding corpora/wordnet')
     parser.add_argument('--retry-missing', action='store_true')
+    parser.add_argument('--restart', action='store_true',
+                        help='ignore build_state.json of earlier runs')
     parser.add_argument('--no-progress', action='store_true')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if args.labels_file:
-        from vlltr_mm.datasets.class_text import text_sources
-        class_names = text_sources.read_labels_file(args.labels_file)
-    else:
-        class_names = args.class_names
     client = wordnet = None
-    if args.source == 'wikipedia':
-        client = WikipediaClient(
-            lang=args.lang, api_url=args.api_url,
-            min_interval=args.min_interval, max_retries=args.max_retries,
-            backoff=args.backoff, timeout=args.timeout,
-            user_agent=args.user_agent)
-    else:
-        wordnet = load_wordnet(args.nltk_data)
-    report = build_class_text(args.out_dir, class_names, args.source,
-                              client, wordnet, args.retry_missing,
-                              not args.no_progress)
+    try:
+        if args.labels_file:
+            from vlltr_mm.datasets.annotation_io import read_class_names
+            class_names = read_class_names(args.labels_file)
+        else:
+            class_names = args.class_names
+        if args.source == 'wikipedia':
+            client = WikipediaClient(
+                lang=args.lang, api_url=args.api_url,
+                min_interval=args.min_interval,
+                max_retries=args.max_retries, backoff=args.backoff,
+                timeout=args.timeout, user_agent=args.user_agent)
+        else:
+            wordnet = load_wordnet(args.nltk_data)
+        report = build_class_text(args.out_dir, class_names, args.source,
+                                  client, wordnet, args.retry_missing,
+                                  not args.no_progress, args.restart)
+    except NoNetworkError as e:
+        print(f'error: no network: {e}. Check the connection (or the '
+              'HTTPS_PROXY setting, or --api-url), or build offline with '
+              '--source wordnet; finished classes are kept, rerun to '
+              'continue.', file=sys.stderr)
+        return 2
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     print(f"fetched {len(report['fetched'])}, skipped "
           f"{len(report['skipped'])} (done before), failed "
           f"{len(report['failed'])}, without a page "
@@ -345,8 +236,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print('classes without a page (prompts only; see no_page.txt): ' +
               ', '.join(class_names[i] for i in report['no_page']))
     if report['failed']:
-        print('failed (rerun to retry): ' +
-              ', '.join(class_names[i] for i in report['failed']))
+        print('failed (rerun to retry): ' + ', '.join(
+            f"{class_names[i]} ({report['errors'][i]})"
+            for i in report['failed']))
         return 1
     return 0
 

@@ -1,26 +1,37 @@
-"""Readers for the annotation files of the long-tailed benchmarks.
-
-Two formats are covered (paper §4.1):
+"""Readers for the list and labels files of the long-tailed benchmarks.
 
 * list files of ImageNet-LT and Places-LT (``ImageNet_LT_train.txt``,
   ``Places_LT_test.txt``, ...): one ``relative/path label`` per line;
-* the COCO-style JSON files of iNaturalist 2018 (``train2018.json``,
-  ``val2018.json``).
+* labels files (one class name per line, or the authors' indexed layouts),
+  the one reader of class names for the datasets and the text corpus.
 
-Every reader fails with a :class:`ValueError` whose message starts with the
-file name and, for list files, the 1-based line number
+The COCO-style iNaturalist JSON files are read by :mod:`.inat_annotations`
+(re-exported here). Every reader fails with an error whose message starts
+with the file name and, for text files, the 1-based line number
 (``"ImageNet_LT_train.txt:17: label 'x' is not an integer"``), so that a
-broken line in a 100k-line file can be found at once.
+broken line in a 100k-line file can be found at once. A UTF-8 byte-order
+mark is dropped; a file in another encoding is refused with its line.
 """
-import json
 import re
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
-from mmengine.fileio import get_text
+
+from .inat_annotations import (  # noqa: F401 (re-exported)
+    INatAnnotations,
+    read_inat_annotations,
+    read_inat_categories,
+)
+from .text_files import read_text
 
 # ASCII digits only: ``int()`` would also take '1_000' or non-ASCII digits.
 _INT_RE = re.compile(r'[+-]?[0-9]+')
+# Labels are stored as int64; a longer number is a broken line, not a class.
+_MAX_LABEL = np.iinfo(np.int64).max
+# The authors' labels files: ImageNet-LT ``n01440764 0 tench`` and
+# Places-LT ``/a/airfield 0``.
+_IMAGENET_LABEL = re.compile(r'^n\d{8}\s+(\d+)\s+(\S+)$')
+_PLACES_LABEL = re.compile(r'^(/\S+)\s+(\d+)$')
 
 
 def read_list_annotations(ann_file: str) -> List[Tuple[str, int, int]]:
@@ -31,19 +42,20 @@ def read_list_annotations(ann_file: str) -> List[Tuple[str, int, int]]:
     skipped but still counted for line numbers.
 
     Args:
-        ann_file (str): Path of the list file.
+        ann_file (str): Path of the list file (UTF-8, BOM allowed).
 
     Returns:
         list[tuple[str, int, int]]: ``(relative_path, label, line_number)``
         per annotation, in file order; line numbers are 1-based.
 
     Raises:
-        ValueError: For a line without label, a non-integer or negative
-            label, or a file without any annotation. The message starts
-            with ``"<ann_file>:<line>:"``.
+        ValueError: For a line without label, a non-integer, negative or
+            too large label, or a file without any annotation. The message
+            starts with ``"<ann_file>:<line>:"``.
+        UnicodeError: If the file is not UTF-8 (file and line named).
     """
     records = []
-    for lineno, line in enumerate(get_text(ann_file).split('\n'), 1):
+    for lineno, line in enumerate(read_text(ann_file).split('\n'), 1):
         line = line.strip()
         if not line:
             continue
@@ -60,214 +72,75 @@ def read_list_annotations(ann_file: str) -> List[Tuple[str, int, int]]:
         if label < 0:
             raise ValueError(
                 f'{ann_file}:{lineno}: label {label} is negative')
+        if label > _MAX_LABEL:
+            raise ValueError(
+                f'{ann_file}:{lineno}: label {label_str} is too large for a '
+                'class index; fix the line ("relative/path label")')
         records.append((path, label, lineno))
     if not records:
         raise ValueError(f'{ann_file}: no annotations found')
     return records
 
 
+def _indexed_names(labels_file: str, lines: List[Tuple[int, str]]
+                   ) -> Optional[List[Tuple[int, str]]]:
+    """``(line, name)`` in index order if every line is an authors' layout.
+
+    ImageNet-LT names lose their underscores; Places-LT paths lose the
+    leading ``/a/`` and keep sub-scenes (``apartment building outdoor``).
+    """
+    imagenet = [_IMAGENET_LABEL.match(text) for _, text in lines]
+    if all(imagenet):
+        pairs = [(int(m.group(1)), m.group(2)) for m in imagenet]
+    else:
+        places = [_PLACES_LABEL.match(text) for _, text in lines]
+        if not all(places):
+            return None
+        pairs = [(int(m.group(2)), m.group(1).split('/', 2)[-1])
+                 for m in places]
+    order = sorted(range(len(pairs)), key=lambda k: pairs[k][0])
+    if [pairs[k][0] for k in order] != list(range(len(pairs))):
+        raise ValueError(f'{labels_file}: indices are not '
+                         f'0..{len(pairs) - 1} without gaps or repeats')
+    return [(lines[k][0], pairs[k][1].replace('_', ' ').replace('/', ' '))
+            for k in order]
+
+
 def read_class_names(labels_file: str) -> List[str]:
-    """Read class names, one per line (blank lines skipped, ends stripped).
+    """Read class names, in label order, from a labels file.
+
+    One class name per line (blank lines skipped, ends stripped). The
+    authors' two layouts are recognised too: ImageNet-LT
+    ``n01440764 0 tench`` (WordNet id, index, name with underscores) and
+    Places-LT ``/a/airfield 0`` (path-like name, index); both are ordered
+    by their index column and underscores become spaces.
 
     Args:
-        labels_file (str): Path of the labels file, e.g. ``labels.txt``.
+        labels_file (str): Path of the labels file, e.g. ``labels.txt``
+            (UTF-8, BOM allowed).
 
     Returns:
         list[str]: Class names; the i-th name is class i.
 
     Raises:
-        ValueError: If the file has no name or repeats a name (the message
-            names the file and the line of the repetition).
+        ValueError: If the file has no name, an authors' layout has gaps in
+            its indices, or a name repeats (both lines named).
+        UnicodeError: If the file is not UTF-8 (file and line named).
     """
-    names, first_line = [], {}
-    for lineno, line in enumerate(get_text(labels_file).split('\n'), 1):
-        name = line.strip()
-        if not name:
-            continue
+    lines = [(lineno, line.strip()) for lineno, line in enumerate(
+        read_text(labels_file).split('\n'), 1) if line.strip()]
+    if not lines:
+        raise ValueError(f'{labels_file}: no class names found')
+    named = _indexed_names(labels_file, lines) or lines
+    first_line = {}
+    for lineno, name in named:
         if name in first_line:
             raise ValueError(
                 f'{labels_file}:{lineno}: class name {name!r} repeats line '
-                f'{first_line[name]}')
+                f'{first_line[name]}; class names must be unique (rename '
+                'one, e.g. "crane (bird)")')
         first_line[name] = lineno
-        names.append(name)
-    if not names:
-        raise ValueError(f'{labels_file}: no class names found')
-    return names
-
-
-class INatAnnotations(NamedTuple):
-    """Parsed iNaturalist annotation file.
-
-    Attributes:
-        file_names (list[str]): Image paths relative to the data root, in
-            the order of the JSON ``images`` list.
-        labels (np.ndarray): Contiguous labels, int64 of shape [N].
-        class_names (list[str]): Category names ordered by category id, so
-            that ``class_names[labels[i]]`` names image i.
-        category_ids (np.ndarray): Sorted original category ids, int64 of
-            shape [C]; label c stands for ``category_ids[c]``.
-    """
-    file_names: List[str]
-    labels: np.ndarray
-    class_names: List[str]
-    category_ids: np.ndarray
-
-
-def _column(json_file: str, section: str, items: list, key: str) -> list:
-    """Collect ``item[key]`` of every item, naming the first bad item."""
-    try:
-        return [item[key] for item in items]
-    except (KeyError, TypeError):
-        bad = next(i for i, item in enumerate(items)
-                   if not isinstance(item, dict) or key not in item)
-        raise ValueError(f"{json_file}: {section}[{bad}] has no '{key}'"
-                         ) from None
-
-
-def _int_ids(json_file: str, section: str, key: str,
-             values: list) -> np.ndarray:
-    """Convert ids to int64, naming the first non-integer one."""
-    for i, value in enumerate(values):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{json_file}: {section}[{i}]['{key}'] = "
-                             f'{value!r} is not an integer')
-    return np.asarray(values, dtype=np.int64).reshape(-1)
-
-
-def _first_duplicate(json_file: str, section: str, ids: np.ndarray):
-    """Raise if ``ids`` holds a repeated value."""
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        dup = uniq[counts > 1][0]
-        where = np.flatnonzero(ids == dup)[:2]
-        raise ValueError(f'{json_file}: {section}[{where[0]}] and '
-                         f'{section}[{where[1]}] share id {dup}')
-
-
-def _sorted_categories(json_file: str,
-                       cats: list) -> Tuple[np.ndarray, List[str]]:
-    """Category ids in increasing order and the matching names."""
-    cat_ids = _int_ids(json_file, 'categories', 'id',
-                       _column(json_file, 'categories', cats, 'id'))
-    cat_names = _column(json_file, 'categories', cats, 'name')
-    _first_duplicate(json_file, 'categories', cat_ids)
-    order = np.argsort(cat_ids, kind='stable')
-    return cat_ids[order], [str(cat_names[i]) for i in order]
-
-
-def read_inat_categories(json_file: str) -> List[str]:
-    """Read category names from an iNaturalist categories file.
-
-    The 2018 annotation files shipped obfuscated names; the real ones came
-    later as ``categories.json`` (a list of ``{"id", "name", ...}``). An
-    annotation file (an object with a ``categories`` list) works as well.
-
-    Args:
-        json_file (str): Path of the JSON file.
-
-    Returns:
-        list[str]: Names ordered by category id, i.e. by contiguous label.
-
-    Raises:
-        ValueError: On invalid JSON, a category without ``id`` or ``name``,
-            or a duplicated id.
-    """
-    data = _load_json(json_file)
-    cats = data.get('categories') if isinstance(data, dict) else data
-    if not isinstance(cats, list) or not cats:
-        raise ValueError(f'{json_file}: expected a non-empty list of '
-                         'categories (or an object with one)')
-    return _sorted_categories(json_file, cats)[1]
-
-
-def _load_json(json_file: str):
-    try:
-        return json.loads(get_text(json_file))
-    except json.JSONDecodeError as err:
-        raise ValueError(f'{json_file}:{err.lineno}: invalid JSON '
-                         f'({err.msg})') from None
-
-
-def read_inat_annotations(json_file: str) -> INatAnnotations:
-    """Read an iNaturalist 2018 ``train2018.json`` / ``val2018.json``.
-
-    The file is COCO-style: ``images`` (``id``, ``file_name``),
-    ``annotations`` (``image_id``, ``category_id``) and ``categories``
-    (``id``, ``name``). Category ids are mapped to contiguous labels in
-    increasing id order. Each image must have exactly one annotation.
-
-    Args:
-        json_file (str): Path of the JSON file.
-
-    Returns:
-        INatAnnotations: File names, labels, class names and category ids.
-
-    Raises:
-        ValueError: On invalid JSON (file and line named), a missing key, a
-            duplicated id, an annotation of an unknown image or category, or
-            an image with no or several annotations.
-    """
-    data = _load_json(json_file)
-    if not isinstance(data, dict):
-        raise ValueError(f'{json_file}: expected a JSON object with keys '
-                         "'images', 'annotations', 'categories'")
-    for key in ('images', 'annotations', 'categories'):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{json_file}: missing top-level list '{key}'")
-    images, anns, cats = (data['images'], data['annotations'],
-                          data['categories'])
-    for key in ('images', 'categories'):
-        if not data[key]:
-            raise ValueError(f"{json_file}: '{key}' is empty")
-
-    image_ids = _int_ids(json_file, 'images', 'id',
-                         _column(json_file, 'images', images, 'id'))
-    file_names = _column(json_file, 'images', images, 'file_name')
-    ann_image_ids = _int_ids(
-        json_file, 'annotations', 'image_id',
-        _column(json_file, 'annotations', anns, 'image_id'))
-    ann_cat_ids = _int_ids(
-        json_file, 'annotations', 'category_id',
-        _column(json_file, 'annotations', anns, 'category_id'))
-    sorted_cat_ids, class_names = _sorted_categories(json_file, cats)
-    _first_duplicate(json_file, 'images', image_ids)
-
-    # Map annotation -> image position and category -> contiguous label with
-    # sorted-id lookups instead of per-annotation dictionary probes.
-    img_order = np.argsort(image_ids, kind='stable')
-    pos = np.searchsorted(image_ids[img_order], ann_image_ids)
-    pos = np.minimum(pos, len(image_ids) - 1)
-    unknown = np.flatnonzero(image_ids[img_order][pos] != ann_image_ids)
-    if unknown.size:
-        k = unknown[0]
-        raise ValueError(f'{json_file}: annotations[{k}] refers to unknown '
-                         f'image id {ann_image_ids[k]}')
-    ann_img = img_order[pos]
-
-    cpos = np.minimum(
-        np.searchsorted(sorted_cat_ids, ann_cat_ids), len(class_names) - 1)
-    unknown = np.flatnonzero(sorted_cat_ids[cpos] != ann_cat_ids)
-    if unknown.size:
-        k = unknown[0]
-        raise ValueError(f'{json_file}: annotations[{k}] has unknown '
-                         f'category id {ann_cat_ids[k]}')
-
-    per_image = np.bincount(ann_img, minlength=len(image_ids))
-    for bad, what in ((per_image == 0, 'no annotation'),
-                      (per_image > 1, 'several annotations')):
-        if bad.any():
-            i = np.flatnonzero(bad)[0]
-            raise ValueError(
-                f'{json_file}: images[{i}] (id {image_ids[i]}, '
-                f'{file_names[i]!r}) has {what}')
-
-    labels = np.empty(len(image_ids), dtype=np.int64)
-    labels[ann_img] = cpos
-    return INatAnnotations(
-        file_names=[str(name) for name in file_names],
-        labels=labels,
-        class_names=class_names,
-        category_ids=sorted_cat_ids)
+    return [name for _, name in named]
 
 
 def check_label_range(labels: np.ndarray, num_classes: int,

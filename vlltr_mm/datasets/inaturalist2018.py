@@ -40,11 +40,16 @@ class INaturalist2018(LongTailListDataset):
         ann = read_inat_annotations(self.ann_file)
 
         def locate(i: int) -> str:
-            return (f'{self.ann_file}: images[{i}] '
-                    f'({ann.file_names[i]!r})')
+            return f'{self._location(i)} ({ann.file_names[i]!r})'
 
         self._resolve_num_classes(
             ann.labels, locate, from_file=len(ann.class_names))
         if self._metainfo.get('classes') is None:
             self._metainfo['classes'] = tuple(ann.class_names)
-        return self._make_data_list(ann.file_names, ann.labels, locate)
+        return self._make_data_list(ann.file_names, ann.labels, locate,
+                                    range(len(ann.file_names)))
+
+    def _location(self, position: int) -> str:
+        """Where sample ``position`` (an ``images`` entry) is listed."""
+        return f'{self.ann_file}: images[{position}]'
+

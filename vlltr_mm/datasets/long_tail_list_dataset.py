@@ -1,7 +1,6 @@
 """Dataset of the ImageNet-LT / Places-LT ``relative/path label`` lists."""
 import os.path as osp
-import posixpath
-from collections import defaultdict
+import warnings
 from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
@@ -15,6 +14,12 @@ from .annotation_io import (
     read_inat_categories,
     read_list_annotations,
 )
+from .folder_class_names import infer_class_names
+from .image_check import decode_settings, image_problem, verify_images
+
+
+class SampleLoadError(RuntimeError):
+    """A listed image could not be loaded; names the image and its line."""
 
 
 @DATASETS.register_module()
@@ -27,17 +32,18 @@ class LongTailListDataset(BaseDataset):
     ``data_root/data_prefix``; ``ann_file`` is relative to ``data_root``.
 
     Every problem of the annotation (line without label, non-integer or
-    negative label, label ``>= num_classes``, missing image file) raises an
-    error whose message starts with ``"<ann_file>:<line>:"``.
+    negative label, label ``>= num_classes``, missing image file, with
+    ``verify_images`` an undecodable image) raises an error whose message
+    starts with ``"<ann_file>:<line>:"``; so does an image that fails to
+    load during training (:class:`SampleLoadError`). A class without any
+    image in the split is warned about by name.
 
     Class names, in order of preference: ``metainfo['classes']``,
-    ``classes``, else inferred from the folder of each class's first image:
-    its parent folder (``train/n01440764/x.JPEG`` -> ``'n01440764'``,
-    ``data_256/a/airfield/x.jpg`` -> ``'airfield'``), extended by more
-    folder levels only where parent folders clash (Places365's
-    ``.../apartment_building/outdoor`` -> ``'apartment_building/outdoor'``).
-    Lists whose images do not sit in class folders (Places-LT's flat
-    ``val_256/``) need ``classes``.
+    ``classes``, else the folder of each class's first image
+    (``train/n01440764/x.JPEG`` -> ``'n01440764'``, see
+    :func:`~.folder_class_names.infer_class_names`). Lists whose images do
+    not sit in class folders (Places-LT's flat ``val_256/``) need
+    ``classes``.
 
     Args:
         ann_file (str): List file, relative to ``data_root`` unless
@@ -57,6 +63,11 @@ class LongTailListDataset(BaseDataset):
         check_files (bool): Check that every listed image exists on the
             local file system when the annotation is loaded. Defaults to
             True.
+        verify_images (bool): Decode every listed image when the
+            annotation is loaded (as ``LoadImageFromFile`` in ``pipeline``
+            would, in worker processes) and name every bad one with its
+            line. Costs a pass over the data; ``tools/data/check_images.py``
+            does the same once, ahead of training. Defaults to False.
         pipeline (Sequence): Processing pipeline. Defaults to ().
         test_mode (bool): Whether the dataset is used for testing.
             Defaults to False.
@@ -75,6 +86,7 @@ class LongTailListDataset(BaseDataset):
                  classes: Union[str, Sequence[str], None] = None,
                  num_classes: Optional[int] = None,
                  check_files: bool = True,
+                 verify_images: bool = False,
                  pipeline: Sequence = (),
                  test_mode: bool = False,
                  lazy_init: bool = False,
@@ -86,6 +98,7 @@ class LongTailListDataset(BaseDataset):
                 f'num_classes must be a positive int, got {num_classes!r}')
         self.num_classes = num_classes
         self.check_files = check_files
+        self.verify_images = verify_images
         self._gt_labels: Optional[np.ndarray] = None
         if isinstance(classes, str):
             path = osp.expanduser(classes)
@@ -115,16 +128,21 @@ class LongTailListDataset(BaseDataset):
         rel_paths = [record[0] for record in records]
         labels = np.fromiter((record[1] for record in records), np.int64,
                              len(records))
+        lines = [record[2] for record in records]
 
         def locate(i: int) -> str:
-            return f'{self.ann_file}:{records[i][2]}'
+            return self._location(lines[i])
 
         num_classes = self._resolve_num_classes(labels, locate)
         if self._metainfo.get('classes') is None:
             self._metainfo['classes'] = tuple(
-                self._infer_class_names(rel_paths, labels, num_classes,
-                                        locate))
-        return self._make_data_list(rel_paths, labels, locate)
+                infer_class_names(self.ann_file, rel_paths, labels,
+                                  num_classes, locate))
+        return self._make_data_list(rel_paths, labels, locate, lines)
+
+    def _location(self, position: int) -> str:
+        """Where sample ``position`` (a 1-based line) is listed."""
+        return f'{self.ann_file}:{position}'
 
     def _resolve_num_classes(self,
                              labels: np.ndarray,
@@ -147,52 +165,14 @@ class LongTailListDataset(BaseDataset):
         check_label_range(labels, num_classes, locate)
         return num_classes
 
-    def _infer_class_names(self, rel_paths: List[str], labels: np.ndarray,
-                           num_classes: int,
-                           locate: Callable[[int], str]) -> List[str]:
-        """Name each class after the folder of its first image."""
-        present, first = np.unique(labels, return_index=True)
-        if len(present) < num_classes:
-            missing = np.setdiff1d(np.arange(num_classes), present)
-            raise ValueError(
-                f'{self.ann_file}: cannot infer class names: class '
-                f'{missing[0]} has no image ({missing.size} classes missing); '
-                'pass `classes`')
-        dirs = [[part for part in posixpath.dirname(rel_paths[i]).split('/')
-                 if part] for i in first]
-        for c, parts in enumerate(dirs):
-            if not parts:
-                raise ValueError(
-                    f'{locate(first[c])}: cannot infer the name of class {c}'
-                    f' from {rel_paths[first[c]]!r} (not in a class folder); '
-                    'pass `classes`')
-        # Grow a name by one folder level only where names clash, so that
-        # Places365's '<scene>/indoor' and '<scene>/outdoor' stay distinct.
-        depth = [1] * num_classes
-        while True:
-            names = ['/'.join(p[-k:]) for p, k in zip(dirs, depth)]
-            groups = defaultdict(list)
-            for c, name in enumerate(names):
-                groups[name].append(c)
-            clashes = [g for g in groups.values() if len(g) > 1]
-            if not clashes:
-                return names
-            grown = False
-            for c in (c for group in clashes for c in group):
-                if depth[c] < len(dirs[c]):
-                    depth[c] += 1
-                    grown = True
-            if not grown:
-                a, b = clashes[0][:2]
-                raise ValueError(
-                    f'{locate(first[b])}: classes {a} and {b} both live in '
-                    f'folder {names[a]!r} (first image of class {a} at '
-                    f'{locate(first[a])}); cannot infer class names from '
-                    'folders, pass `classes` (names or a labels file)')
-
     def _make_data_list(self, rel_paths: List[str], labels: np.ndarray,
-                        locate: Callable[[int], str]) -> List[dict]:
-        """Join image paths with the prefix and optionally check them."""
+                        locate: Callable[[int], str],
+                        positions: Sequence[int]) -> List[dict]:
+        """Join image paths with the prefix and optionally check them.
+
+        ``positions[i]`` (line, or entry of a JSON file) is kept as
+        ``ann_pos`` so that a load failure can name where image i is listed.
+        """
         # One backend lookup, not one per image (join_path does one each).
         join = get_file_backend(self.img_prefix,
                                 enable_singleton=True).join_path
@@ -207,10 +187,36 @@ class LongTailListDataset(BaseDataset):
                     f'({missing.size} of {len(paths)} listed images are '
                     'missing; check data_root / data_prefix, or set '
                     'check_files=False)')
+        if self.verify_images:
+            verify_images(self.ann_file, paths, locate, self.pipeline)
         return [
-            dict(img_path=path, gt_label=int(label))
-            for path, label in zip(paths, labels)
+            dict(img_path=path, gt_label=int(label), ann_pos=int(pos))
+            for path, label, pos in zip(paths, labels, positions)
         ]
+
+    def prepare_data(self, idx: int):
+        """Run the pipeline on sample ``idx``, naming its image on failure.
+
+        Raises:
+            SampleLoadError: If the pipeline fails (e.g. a zero-byte or
+                truncated image), with the image and its list line.
+        """
+        try:
+            return super().prepare_data(idx)
+        except Exception as e:  # decoder and transform errors vary
+            info = self.get_data_info(idx)
+            where, path = self._location(info['ann_pos']), info['img_path']
+            # The file alone: a plain reason, or fine (a transform failed).
+            why = image_problem(
+                path, **decode_settings(self.pipeline))
+            if not why:
+                raise SampleLoadError(
+                    f'{where}: the pipeline failed on image {path!r} '
+                    f'({type(e).__name__}: {str(e).strip()})') from e
+            raise SampleLoadError(
+                f'{where}: cannot load image {path!r} ({why}); replace or '
+                'remove the file or its line (tools/data/check_images.py '
+                'finds every bad image)') from e
 
     def full_init(self):
         """Load the annotation and cache the labels as one array."""
@@ -225,8 +231,22 @@ class LongTailListDataset(BaseDataset):
         self._gt_labels = np.fromiter(
             (info['gt_label'] for info in self.data_list), np.int64,
             len(self.data_list))
+        self._warn_empty_classes()
         if serialize:
             self.data_bytes, self.data_address = self._serialize_data()
+
+    def _warn_empty_classes(self) -> None:
+        """Warn, naming them, about classes without an image here."""
+        empty = np.flatnonzero(self.class_counts == 0)
+        if empty.size:
+            names = ', '.join(f'{c} {self.CLASSES[c]!r}'
+                              for c in empty[:20].tolist())
+            more = f' and {empty.size - 20} more' if empty.size > 20 else ''
+            warnings.warn(
+                f'{self.ann_file}: {empty.size} of {len(self.CLASSES)} '
+                f'classes have no image in this split: {names}{more}. '
+                'Nothing teaches or measures them; check the list file or '
+                '`classes`.')
 
     def get_gt_labels(self) -> np.ndarray:
         """Labels of all samples.

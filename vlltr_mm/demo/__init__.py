@@ -5,3 +5,6 @@ Configs that use the demo CLIP model import this package through
 registers ``vlltr-demo-effnetlite0-minilm`` with open_clip.
 """
 from . import demo_clip  # noqa: F401
+from .demo_clip_config import register_demo_clip_config
+
+register_demo_clip_config()

@@ -18,7 +18,16 @@ Safety stays on: anything else in a checkpoint is still refused by torch.
 Checkpoints written by a plain mmengine (without this plugin imported)
 still contain the ``getattr`` calls; re-save them with the plugin, or load
 only their ``state_dict`` through a trusted path.
+
+The checks of :class:`~vlltr_mm.engine.hooks.CheckpointCheckHook` live here
+too: :func:`check_checkpoint_file` (empty / truncated files, before
+``torch.load``), :func:`state_dict_mismatch` (keys and shapes against a
+model) and :func:`nonfinite_keys` (NaN / Inf tensors).
 """
+import os.path as osp
+import zipfile
+from typing import Dict, List, Sequence, Tuple
+
 import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
@@ -89,3 +98,95 @@ def strip_module_prefix(state_dict: dict) -> dict:
     prefix = 'module.'
     return {(k[len(prefix):] if k.startswith(prefix) else k): v
             for k, v in state_dict.items()}
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Refuse a local checkpoint file that cannot be a whole checkpoint.
+
+    Cheap checks done before ``torch.load`` so that the error names the
+    file: it exists, it is not empty, and a zip-format file (what
+    ``torch.save`` writes since torch 1.6) still has its central directory
+    (a truncated copy or an interrupted save loses it). URLs and other
+    remote names are left to their loader.
+
+    Args:
+        path (str): Checkpoint path.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        RuntimeError: If it is empty or truncated.
+    """
+    if '://' in path:
+        return
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Checkpoint {path} does not exist; check '
+                                f'load_from / --resume / the test '
+                                f'checkpoint argument.')
+    hint = ('it was not written completely (disk full, copy or save '
+            'interrupted); use another checkpoint (e.g. an earlier '
+            'epoch_*.pth) or copy it again.')
+    if osp.getsize(path) == 0:
+        raise RuntimeError(f'Checkpoint {path} is empty (0 bytes): {hint}')
+    with open(path, 'rb') as f:
+        zipped = f.read(4) == b'PK\x03\x04'
+    if zipped:
+        try:
+            with zipfile.ZipFile(path):
+                pass
+        except zipfile.BadZipFile as e:
+            raise RuntimeError(f'Checkpoint {path} is truncated or corrupt '
+                               f'({e}): {hint}') from None
+
+
+def state_dict_mismatch(model_state: Dict[str, torch.Tensor],
+                        ckpt_state: Dict[str, torch.Tensor]
+                        ) -> Tuple[List[str], List[str], List[str]]:
+    """Compare a checkpoint's state dict with a model's, by key and shape.
+
+    A model tensor with no elements is a placeholder sized by whatever it
+    loads (e.g. :class:`~vlltr_mm.models.utils.class_prior.ClassPrior`'s
+    counts before they are set), so it matches any shape.
+
+    Args:
+        model_state (dict): ``model.state_dict()``.
+        ckpt_state (dict): The checkpoint's (unprefixed) state dict.
+
+    Returns:
+        tuple[list[str], list[str], list[str]]: Missing keys (in the model,
+        not the checkpoint), unexpected keys (the other way round) and
+        shape mismatches as ``'key: checkpoint (a, b) vs model (c, d)'``.
+    """
+    missing = sorted(set(model_state) - set(ckpt_state))
+    unexpected = sorted(set(ckpt_state) - set(model_state))
+    mismatched = []
+    for key in sorted(set(model_state) & set(ckpt_state)):
+        want, got = model_state[key], ckpt_state[key]
+        if not hasattr(got, 'shape') or want.numel() == 0:
+            continue
+        if tuple(got.shape) != tuple(want.shape):
+            mismatched.append(f'{key}: checkpoint {tuple(got.shape)} vs '
+                              f'model {tuple(want.shape)}')
+    return missing, unexpected, mismatched
+
+
+def nonfinite_keys(state_dict: Dict[str, torch.Tensor]) -> List[str]:
+    """Keys of the floating-point tensors that hold a NaN or an Inf.
+
+    Args:
+        state_dict (dict): A state dict.
+
+    Returns:
+        list[str]: The offending keys, in the state dict's order.
+    """
+    return [
+        k for k, v in state_dict.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point()
+        and not bool(torch.isfinite(v).all())
+    ]
+
+
+def list_keys(keys: Sequence[str], limit: int = 10) -> str:
+    """``'a, b, c (+N more)'``: a bounded list for error messages."""
+    shown = ', '.join(keys[:limit])
+    more = len(keys) - limit
+    return shown + (f' (+{more} more)' if more > 0 else '')

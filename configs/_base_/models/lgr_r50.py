@@ -6,7 +6,7 @@ clip_model = 'RN50'
 embed_dim = 1024
 
 model = dict(
-    type='ImageClassifier',
+    type='VLLTRImageClassifier',
     backbone=dict(
         type='OpenCLIPVisual',
         model_name=clip_model,
@@ -28,10 +28,8 @@ model = dict(
         # W_q = W_k = I at initialisation (authors).
         identity_init=True,
         # Authors' inference: α·softmax(P^I) + (1 − α)·softmax(P^T);
-        # 'sum' is the paper's Eq. 7.
-        fusion='alpha',
+        # α = 0.5 is the paper's Eq. 7 up to a factor 2.
         alpha=0.2,
-        impl='efficient',
         # Eq. 9 as CE(P^I) + CE(P^T), label-smoothed (authors: 0.1); soft
         # Mixup / CutMix targets are accepted.
         loss=dict(

@@ -16,7 +16,7 @@ demo_model = {{_base_.demo_model}}
 num_classes = {{_base_.num_classes}}
 
 model = dict(
-    type='ImageClassifier',
+    type='VLLTRImageClassifier',
     backbone=dict(
         type='OpenCLIPVisual',
         model_name=demo_model,

@@ -11,6 +11,5 @@ custom_hooks = [
         corpus={{_base_.corpus}},
         text_encoder=dict(
             type='OpenCLIPTextEncoder', model_name={{_base_.demo_model}}),
-        num_anchors={{_base_.num_anchors}},
         selection='cutoff'),
 ]

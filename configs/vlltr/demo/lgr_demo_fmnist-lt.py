@@ -16,7 +16,7 @@ load_from = 'work_dirs/demo/cvlp/last.pth'
 num_anchors = 32
 
 model = dict(
-    type='ImageClassifier',
+    type='VLLTRImageClassifier',
     backbone=dict(
         type='OpenCLIPVisual', model_name=demo_model, frozen=True),
     head=dict(
@@ -31,11 +31,9 @@ model = dict(
         # The authors' inference fusion for ImageNet-LT / Places-LT:
         # 0.2·softmax(P^I) + 0.8·softmax(P^T). tools/demo/run_demo.py
         # re-chooses alpha on the val split for its table.
-        fusion='alpha',
         alpha=0.2,
         # No post-hoc logit adjustment here; lgr-la_demo_fmnist-lt.py.
         posthoc_tau=0.0,
-        impl='efficient',
         loss=dict(
             type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         topk=(1, )))
@@ -51,7 +49,6 @@ custom_hooks = [
         # The balanced val split (20 images per class), as the authors do
         # for ImageNet-LT and Places-LT.
         pool=dict(split='val', max_per_class=None, mode='first'),
-        num_anchors=num_anchors,
         selection='anss',
         batch_size=128,
         num_workers=0),
@@ -75,4 +72,9 @@ test_cfg = dict()
 default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=100, max_keep_ckpts=1, save_last=True,
-                    save_best=None))
+                    save_best=None),
+    # load_from (the CVLP checkpoint) initialises the image tower only: the
+    # head is new, the text tower and logit_scale are not in this model.
+    checkpoint_check=dict(
+        allow_missing=['head.'],
+        allow_unexpected=['text_encoder.', 'logit_scale']))

@@ -106,6 +106,17 @@ class ClassTextDataset:
         return copy.deepcopy(getattr(self.dataset, 'metainfo', {}))
 
     @property
+    def pipeline(self):
+        """The inner dataset's pipeline (what stock tools such as
+        ``browse_dataset`` inspect and replace); the sentence is added
+        after it."""
+        return self.dataset.pipeline
+
+    @pipeline.setter
+    def pipeline(self, pipeline) -> None:
+        self.dataset.pipeline = pipeline
+
+    @property
     def class_counts(self) -> np.ndarray:
         """Images per class in this split, int64 ``[C]``."""
         self.full_init()

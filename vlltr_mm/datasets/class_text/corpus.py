@@ -1,16 +1,21 @@
-"""The class-level text corpus of VL-LTR (paper §3.2, §4.1; DESIGN §1-2)."""
+"""The class-level text corpus of VL-LTR (paper §3.2, §4.1; docs/design.md)."""
 import hashlib
 import json
 import logging
 import os.path as osp
-import warnings
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from mmengine.logging import print_log
 from mmpretrain.registry import TASK_UTILS
 
+from ..annotation_io import read_class_names
+from .corpus_build import (
+    RankZeroProgress,
+    build_class_sentences,
+    warn_prompt_only,
+)
 from .corpus_cache import (
     decode_sentences,
     encode_sentences,
@@ -22,7 +27,6 @@ from .text_sources import (
     DEFAULT_DROP_SECTIONS,
     collect_descriptions,
     load_templates,
-    read_labels_file,
 )
 from .tokens import TokenStore, build_text_tokenizer, tokenize_sentences
 
@@ -44,7 +48,8 @@ class ClassTextCorpus:
     Args:
         class_names (Sequence[str], optional): Class names in label order.
         labels_file (str, optional): Read class names from this file (see
-            :func:`read_labels_file`) when ``class_names`` is None.
+            :func:`~vlltr_mm.datasets.annotation_io.read_class_names`)
+            when ``class_names`` is None.
         wiki_dir (str, optional): The authors' ``desc_{i}.txt`` folder.
         json_file (str, optional): ``{name or index: text or [sentences]}``.
         text_dir (str, optional): One ``{class name}.txt`` per class.
@@ -67,7 +72,9 @@ class ClassTextCorpus:
             model config's. Defaults to 77.
         cache_dir (str, optional): Cache built corpora here, keyed by a hash
             of the sources, templates, splitter settings, tokenizer and
-            context length. None disables caching. Defaults to None.
+            context length. A read-only folder works while it holds the
+            cache; a build that cannot write it fails with a hint. None
+            disables caching. Defaults to None.
 
     Attributes:
         sentences (list[str]): ``N`` sentences, class-major.
@@ -104,9 +111,9 @@ class ClassTextCorpus:
             if labels_file is None:
                 raise ValueError('ClassTextCorpus needs class_names or '
                                  'labels_file')
-            class_names = read_labels_file(labels_file)
+            class_names = read_class_names(labels_file)
         elif labels_file is not None:
-            from_file = read_labels_file(labels_file)
+            from_file = read_class_names(labels_file)
             if len(from_file) != len(class_names):
                 raise ValueError(
                     f'labels file {labels_file} has {len(from_file)} classes '
@@ -114,6 +121,11 @@ class ClassTextCorpus:
         self.class_names = [str(n) for n in class_names]
         if not self.class_names:
             raise ValueError('ClassTextCorpus needs at least one class')
+        if len(set(self.class_names)) < len(self.class_names):
+            dup = next(n for i, n in enumerate(self.class_names)
+                       if n in self.class_names[:i])
+            raise ValueError(f'ClassTextCorpus: class name {dup!r} is '
+                             'given twice; class names must be unique')
         self.tokenizer_name = tokenizer
         self._templates = load_templates(templates)
         splitter_cfg = dict(language=language, min_chars=min_sentence_chars,
@@ -137,6 +149,7 @@ class ClassTextCorpus:
                      extra_abbreviations)),
                  tokenizer=tokenizer, context_length=self.context_length,
                  open_clip=open_clip.__version__))
+        self.cache_dir = cache_dir
         self.cache_file = (None if cache_dir is None else osp.join(
             cache_dir, f'class_text_{self.cache_key[:24]}.npz'))
         cached = (None if self.cache_file is None else load_corpus_cache(
@@ -145,10 +158,7 @@ class ClassTextCorpus:
         if cached is not None:
             self._load(*cached)
         else:
-            splitter = SentenceSplitter(
-                nltk_data_dir=(None if cache_dir is None else osp.join(
-                    cache_dir, 'nltk_data')),
-                **splitter_cfg)
+            splitter = SentenceSplitter(**splitter_cfg)
             if tok is None:
                 tok, _ = build_text_tokenizer(tokenizer, self.context_length)
             self._build(docs, splitter, tok)
@@ -167,18 +177,27 @@ class ClassTextCorpus:
             f'ClassTextCorpus: loaded {self.num_sentences} sentences of '
             f'{self.num_classes} classes from {self.cache_file}',
             logger='current')
-        self._warn_prompt_only()  # same warning as a fresh build
+        # the same warning as a fresh build
+        warn_prompt_only(self.prompt_only_classes, self.num_classes)
 
     def _build(self, docs, splitter: SentenceSplitter, tok) -> None:
         """Split, tokenise, log statistics and write the cache."""
-        sentences, class_offsets, is_prompt = self._build_sentences(
-            docs, splitter)
+        sentences, class_offsets, is_prompt, self.prompt_only_classes = \
+            build_class_sentences(self.class_names, self._templates, docs,
+                                  splitter)
+        warn_prompt_only(self.prompt_only_classes, self.num_classes)
+        progress = RankZeroProgress(
+            len(sentences),
+            f'ClassTextCorpus: tokenising {len(sentences)} sentences')
         store, self.num_truncated = tokenize_sentences(
-            tok, sentences, self.context_length)
+            tok, sentences, self.context_length, progress.update)
+        progress.close()
         self._set(sentences, class_offsets, is_prompt, store)
         self._log_stats()
-        if self.cache_file is not None:
-            blob, sent_offsets = encode_sentences(sentences)
+        if self.cache_file is None:
+            return
+        blob, sent_offsets = encode_sentences(sentences)
+        try:
             save_corpus_cache(
                 self.cache_file,
                 dict(sentence_blob=blob, sentence_offsets=sent_offsets,
@@ -187,48 +206,14 @@ class ClassTextCorpus:
                 dict(key=self.cache_key, pad_id=store.pad_id,
                      num_truncated=self.num_truncated,
                      prompt_only_classes=self.prompt_only_classes))
-
-    def _build_sentences(self, docs, splitter: SentenceSplitter):
-        """Prompts then unique description sentences, per class."""
-        sentences: List[str] = []
-        counts, num_prompts, no_desc = [], [], []
-        for c, name in enumerate(self.class_names):
-            prompts = [t.replace('{}', name) for t in self._templates]
-            desc: List[str] = []
-            for doc in docs[c]:
-                if isinstance(doc, str):
-                    desc.extend(splitter.split(doc))
-                else:
-                    desc.extend(s for s in map(' '.join, map(str.split, doc))
-                                if len(s) >= splitter.min_chars)
-            # dict keeps first occurrences in order: exact duplicates go,
-            # including description sentences equal to a prompt.
-            unique = list(dict.fromkeys(prompts + desc))
-            if not unique:
-                raise ValueError(
-                    f'class {c} ({name!r}) has no sentences: no description '
-                    'text survived and templates are off')
-            if len(unique) == len(dict.fromkeys(prompts)):
-                no_desc.append(name)
-            sentences.extend(unique)
-            counts.append(len(unique))
-            num_prompts.append(len(dict.fromkeys(prompts)))
-        self.prompt_only_classes = no_desc
-        self._warn_prompt_only()
-        counts = np.asarray(counts, dtype=np.int64)
-        class_offsets = np.concatenate([[0], np.cumsum(counts)])
-        rank_in_class = (np.arange(len(sentences)) -
-                         np.repeat(class_offsets[:-1], counts))
-        is_prompt = rank_in_class < np.repeat(num_prompts, counts)
-        return sentences, class_offsets, is_prompt
-
-    def _warn_prompt_only(self) -> None:
-        names = self.prompt_only_classes
-        if names:
-            warnings.warn(
-                f'{len(names)} of {len(self.class_names)} classes have no '
-                'description sentences (missing file or entry, or nothing '
-                f'left after cleaning) and use prompts only: {names}')
+        except OSError as e:
+            raise PermissionError(
+                f'ClassTextCorpus cannot write its cache into cache_dir '
+                f'{self.cache_dir!r} ({type(e).__name__}: {e.strerror or e}'
+                '); set the `cache_dir` key of the ClassTextCorpus config '
+                "(`corpus = dict(type='ClassTextCorpus', ..., cache_dir=...)`"
+                ', used by `model.corpus` and the dataset) to a writable '
+                'folder, or to None to disable caching') from e
 
     def _set(self, sentences, class_offsets, is_prompt, store) -> None:
         self.sentences = sentences

@@ -5,17 +5,18 @@ offsets, the flat token store, and a small JSON header. Loading is a few
 ``np.load`` reads and one ``bytes.decode``, with no sentence splitting or
 tokenisation. Writes go to a temporary file in the same folder and are
 renamed into place, so readers (other ranks, later runs) see either the
-old file or the complete new one. The zip CRC of every member is checked
+old file or the complete new one (:func:`~vlltr_mm.utils.files.atomic_write`,
+so the file's mode follows the umask). The zip CRC of every member is checked
 when it is read, which catches truncated and corrupted files.
 """
 import json
-import os
 import os.path as osp
-import tempfile
 import warnings
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from vlltr_mm.utils.files import atomic_write
 
 #: Bumped whenever the layout or the build rules change.
 CACHE_VERSION = 1
@@ -55,23 +56,12 @@ def save_corpus_cache(path: str, arrays: Dict[str, np.ndarray],
     missing = set(_ARRAYS) - set(arrays)
     if missing:
         raise KeyError(f'cache arrays missing: {sorted(missing)}')
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     header = dict(header, version=CACHE_VERSION)
     payload = dict(arrays)
     payload['header'] = np.frombuffer(
         json.dumps(header).encode('utf-8'), np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.npz', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, 'wb') as f:
+        np.savez(f, **payload)
 
 
 def load_corpus_cache(path: str, key: str

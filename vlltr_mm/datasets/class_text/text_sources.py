@@ -1,4 +1,7 @@
-"""Readers for class-level text: labels files, descriptions and templates.
+"""Readers for class-level text: descriptions and prompt templates.
+
+Class names come from
+:func:`vlltr_mm.datasets.annotation_io.read_class_names`.
 
 Three description layouts are understood (paper §3.2, §4.1):
 
@@ -26,8 +29,6 @@ DEFAULT_DROP_SECTIONS = ('References', 'External links', 'Further reading',
 Document = Union[str, List[str]]
 
 _HEADER = re.compile(r'^[ \t]*(={2,6})[ \t]*(.*?)[ \t]*\1[ \t]*$', re.M)
-_IMAGENET_LABEL = re.compile(r'^n\d{8}\s+(\d+)\s+(\S+)$')
-_PLACES_LABEL = re.compile(r'^(/\S+)\s+(\d+)$')
 
 
 def decode_text(raw: bytes, path: str, bad_files: List[str]) -> str:
@@ -49,50 +50,6 @@ def warn_bad_encoding(bad_files: Sequence[str]) -> None:
         warnings.warn(
             f'{len(bad_files)} text file(s) are not valid UTF-8; invalid '
             f'bytes were replaced with U+FFFD: {", ".join(bad_files)}')
-
-
-def read_labels_file(path: str) -> List[str]:
-    """Read class names, in label order, from a labels file.
-
-    One class name per line. The authors' two layouts are recognised too:
-    ImageNet-LT ``n01440764 0 tench`` (WordNet id, index, name with
-    underscores) and Places-LT ``/a/airfield 0`` (path-like name, index);
-    both are ordered by their index column.
-
-    Args:
-        path (str): The labels file.
-
-    Returns:
-        list[str]: Class names; underscores become spaces in the authors'
-        layouts.
-    """
-    bad_files: List[str] = []
-    with open(path, 'rb') as f:
-        text = decode_text(f.read(), path, bad_files)
-    warn_bad_encoding(bad_files)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError(f'labels file {path} has no class names')
-    indexed = _authors_labels(lines)
-    if indexed is None:
-        return lines
-    if sorted(i for i, _ in indexed) != list(range(len(lines))):
-        raise ValueError(f'labels file {path}: indices are not '
-                         f'0..{len(lines) - 1} without gaps or repeats')
-    return [name.replace('_', ' ') for _, name in sorted(indexed)]
-
-
-def _authors_labels(lines: List[str]) -> Optional[List[Tuple[int, str]]]:
-    """``(index, name)`` pairs if every line is in one authors' layout."""
-    imagenet = [_IMAGENET_LABEL.match(ln) for ln in lines]
-    if all(imagenet):
-        return [(int(m.group(1)), m.group(2)) for m in imagenet]
-    places = [_PLACES_LABEL.match(ln) for ln in lines]
-    if all(places):
-        # '/a/apartment_building/outdoor' -> 'apartment_building outdoor'
-        return [(int(m.group(2)), m.group(1).split('/', 2)[-1].replace(
-            '/', ' ')) for m in places]
-    return None
 
 
 def load_templates(templates: Union[None, str, Sequence[str]]) -> List[str]:

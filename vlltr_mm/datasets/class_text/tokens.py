@@ -5,7 +5,7 @@ one flat ``int32`` array with per-sentence offsets (about a third of the
 memory of a padded ``[N, 77]`` int64 matrix, and no per-sentence Python
 objects for dataloader workers to copy on access).
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,21 +44,44 @@ def build_text_tokenizer(name: str, context_length: Optional[int] = 77):
     return tokenizer, length
 
 
-def _encode_ids(tokenizer, sentences: Sequence[str]) -> List[List[int]]:
-    """Untruncated token ids with start/end tokens, or None if unknown."""
+#: Sentences encoded between two progress updates.
+_CHUNK = 4096
+
+
+def _encode_ids(tokenizer, sentences: Sequence[str],
+                progress: Optional[Callable[[int], None]] = None
+                ) -> Optional[List[List[int]]]:
+    """Untruncated token ids with start/end tokens, or None if unknown.
+
+    Sentences are encoded in chunks of :data:`_CHUNK`; ``progress(n)`` is
+    called after each with the chunk size.
+    """
     from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 
     if (isinstance(tokenizer, SimpleTokenizer)
             and tokenizer.reduction_fn is None):
         sot, eot = tokenizer.sot_token_id, tokenizer.eot_token_id
-        return [[sot, *tokenizer.encode(s), eot] for s in sentences]
-    if (isinstance(tokenizer, HFTokenizer) and not tokenizer.tokenizer_mode
-            and not tokenizer.strip_sep_token):
-        texts = [tokenizer.clean_fn(s) for s in sentences]
-        return tokenizer.tokenizer(
-            texts, add_special_tokens=True, truncation=False,
-            verbose=False)['input_ids']
-    return None
+
+        def encode(chunk):
+            return [[sot, *tokenizer.encode(s), eot] for s in chunk]
+    elif (isinstance(tokenizer, HFTokenizer)
+          and not tokenizer.tokenizer_mode
+          and not tokenizer.strip_sep_token):
+
+        def encode(chunk):
+            texts = [tokenizer.clean_fn(s) for s in chunk]
+            return tokenizer.tokenizer(
+                texts, add_special_tokens=True, truncation=False,
+                verbose=False)['input_ids']
+    else:
+        return None
+    ids: List[List[int]] = []
+    for start in range(0, len(sentences), _CHUNK):
+        chunk = sentences[start:start + _CHUNK]
+        ids.extend(encode(chunk))
+        if progress is not None:
+            progress(len(chunk))
+    return ids
 
 
 class TokenStore:
@@ -123,7 +146,9 @@ class TokenStore:
 
 
 def tokenize_sentences(tokenizer, sentences: Sequence[str],
-                       context_length: int) -> Tuple[TokenStore, int]:
+                       context_length: int,
+                       progress: Optional[Callable[[int], None]] = None
+                       ) -> Tuple[TokenStore, int]:
     """Tokenise sentences into a :class:`TokenStore`.
 
     Over-long sentences keep their first ``context_length - 1`` tokens and
@@ -133,11 +158,13 @@ def tokenize_sentences(tokenizer, sentences: Sequence[str],
         tokenizer: From :func:`build_text_tokenizer`.
         sentences (Sequence[str]): ``N`` sentences.
         context_length (int): Row length ``L``.
+        progress (Callable[[int], None], optional): Called with the number
+            of sentences in each encoded chunk. Defaults to None.
 
     Returns:
         tuple: The store and the number of truncated sentences.
     """
-    ids = _encode_ids(tokenizer, sentences)
+    ids = _encode_ids(tokenizer, sentences, progress)
     if ids is None:
         # Tokenizers that only return padded rows (SigLIP, reduction
         # modes): keep full rows; truncation cannot be counted.

@@ -104,6 +104,13 @@ class ClassFrequencySampler(Sampler):
             gets the same number, ``ceil(num_samples / world_size)``.
             Otherwise rank ``r`` gets
             ``ceil((num_samples - r) / world_size)``. Defaults to True.
+        shuffle (bool): Whether the epoch's draws come in random order, as
+            with MMEngine's ``DefaultSampler``. False yields the same draws
+            sorted by dataset index (before the rank split), so which
+            samples are drawn, and so the class frequencies, do not change.
+            Accepted so that a stock sampler config
+            (``dict(type=..., shuffle=True)``) can switch to this sampler
+            by its ``type`` alone. Defaults to True.
     """
 
     def __init__(self,
@@ -111,10 +118,12 @@ class ClassFrequencySampler(Sampler):
                  power: float,
                  seed: Optional[int] = None,
                  num_samples: Optional[int] = None,
-                 round_up: bool = True) -> None:
+                 round_up: bool = True,
+                 shuffle: bool = True) -> None:
         self.rank, self.world_size = get_dist_info()
         self.dataset = dataset
         self.power = float(power)
+        self.shuffle = bool(shuffle)
         self.seed = sync_random_seed() if seed is None else seed
         self.epoch = 0
         self.round_up = round_up
@@ -150,8 +159,9 @@ class ClassFrequencySampler(Sampler):
         """
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
-        return torch.multinomial(
+        indices = torch.multinomial(
             self.weights, self.total_size, replacement=True, generator=g)
+        return indices if self.shuffle else indices.sort().values
 
     def __iter__(self) -> Iterator[int]:
         """Iterate over this rank's share of the epoch's draw."""
@@ -185,19 +195,23 @@ class SquareRootSampler(ClassFrequencySampler):
             Defaults to None (``len(dataset)``).
         round_up (bool): Pad to a multiple of the world size.
             Defaults to True.
+        shuffle (bool): Random order of the draws (False: sorted by
+            index, same draws). Defaults to True.
     """
 
     def __init__(self,
                  dataset: Sized,
                  seed: Optional[int] = None,
                  num_samples: Optional[int] = None,
-                 round_up: bool = True) -> None:
+                 round_up: bool = True,
+                 shuffle: bool = True) -> None:
         super().__init__(
             dataset,
             power=0.5,
             seed=seed,
             num_samples=num_samples,
-            round_up=round_up)
+            round_up=round_up,
+            shuffle=shuffle)
 
 
 @DATA_SAMPLERS.register_module()
@@ -215,16 +229,20 @@ class ClassAwareSampler(ClassFrequencySampler):
             Defaults to None (``len(dataset)``).
         round_up (bool): Pad to a multiple of the world size.
             Defaults to True.
+        shuffle (bool): Random order of the draws (False: sorted by
+            index, same draws). Defaults to True.
     """
 
     def __init__(self,
                  dataset: Sized,
                  seed: Optional[int] = None,
                  num_samples: Optional[int] = None,
-                 round_up: bool = True) -> None:
+                 round_up: bool = True,
+                 shuffle: bool = True) -> None:
         super().__init__(
             dataset,
             power=1.0,
             seed=seed,
             num_samples=num_samples,
-            round_up=round_up)
+            round_up=round_up,
+            shuffle=shuffle)

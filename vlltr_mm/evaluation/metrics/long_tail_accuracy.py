@@ -124,6 +124,10 @@ class LongTailAccuracy(BaseMetric):
         medium / few (called by ``ClassPriorHook``)."""
         counts = check_class_counts(class_counts, self._expected_classes,
                                     name='class_counts')
+        if self.maxk > len(counts):
+            raise ValueError(f'top-{self.maxk} accuracy needs at least '
+                             f'{self.maxk} classes, class_counts has '
+                             f'{len(counts)}; lower topk.')
         self.class_counts = counts
         self.num_classes = len(counts)
         many_t, few_t, many_inc, few_inc = self._thresholds
@@ -150,24 +154,19 @@ class LongTailAccuracy(BaseMetric):
                 'them from the training dataset, or from the prior saved in '
                 'the checkpoint), or give `class_counts` or '
                 '`train_ann_file`.')
-        gt = torch.stack([
-            torch.as_tensor(s.get('gt_label')).reshape(-1)
+        # Labels are checked once, in compute_metrics.
+        gt = [
+            torch.as_tensor(s.get('gt_label')).reshape(-1).cpu()
             for s in data_samples
-        ]).cpu()
-        if gt.shape[1] != 1:
-            raise ValueError('LongTailAccuracy needs a single gt_label per '
-                             f'sample, got {gt.shape[1]}.')
+        ]
         if 'pred_score' in data_samples[0]:
             # [B, C'] -> [B, maxk]
             scores = torch.stack([s.get('pred_score') for s in data_samples])
+            # The model's class count is only known from its outputs.
             if scores.shape[1] > self.num_classes:
                 raise ValueError(
                     f'Predictions have {scores.shape[1]} classes but '
                     f'class_counts only {self.num_classes}.')
-            if self.maxk > scores.shape[1]:
-                raise ValueError(f'top-{self.maxk} accuracy needs at least '
-                                 f'{self.maxk} classes, predictions have '
-                                 f'{scores.shape[1]}.')
             pred = scores.topk(self.maxk, dim=1).indices.cpu()
         else:
             if self.maxk > 1:
@@ -178,20 +177,12 @@ class LongTailAccuracy(BaseMetric):
                 torch.as_tensor(s.get('pred_label')).reshape(-1)[:1]
                 for s in data_samples
             ]).cpu()
-            if pred.max() >= self.num_classes:
-                raise ValueError(
-                    f'Predicted label {int(pred.max())} is out of range '
-                    f'for {self.num_classes} classes in class_counts.')
-        if gt.max() >= self.num_classes or gt.min() < 0:
-            raise ValueError(
-                f'gt_label out of range for {self.num_classes} classes in '
-                'class_counts.')
         # One entry per sample: MMEngine drops the padding of the
         # distributed sampler by truncating the gathered list to the
         # dataset size.
         self.results.extend(
             dict(pred_topk=p, gt_label=g)
-            for p, g in zip(pred.unbind(0), gt.unbind(0)))
+            for p, g in zip(pred.unbind(0), gt))
 
     def compute_metrics(self, results: List[dict]) -> dict:
         """Compute the accuracies from all gathered samples.
@@ -205,6 +196,16 @@ class LongTailAccuracy(BaseMetric):
         """
         gt = torch.cat([r['gt_label'] for r in results])  # [N]
         pred = torch.stack([r['pred_topk'] for r in results])  # [N, maxk]
+        if gt.numel() != pred.shape[0]:
+            raise ValueError('LongTailAccuracy needs a single gt_label per '
+                             'sample.')
+        top = int(torch.maximum(gt.max(), pred.max()))
+        if top >= self.num_classes or int(gt.min()) < 0:
+            raise ValueError(
+                f'gt_label or prediction out of range for the '
+                f'{self.num_classes} classes of class_counts (largest '
+                f'index {top}); make class_counts / num_classes match '
+                'the dataset.')
         correct = pred == gt[:, None]  # [N, maxk]
         metrics = {}
         for k in self.topk:

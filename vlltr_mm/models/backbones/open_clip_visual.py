@@ -1,14 +1,11 @@
 """The image tower of an open_clip model as an MMPretrain backbone."""
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from mmpretrain.registry import MODELS
-from open_clip.modified_resnet import ModifiedResNet
-from open_clip.transformer import VisionTransformer
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..open_clip_adapter.tower import OpenCLIPTower, StageMember
+from ..open_clip_adapter.tower import OpenCLIPTower, StageLayout
 
 
 @MODELS.register_module()
@@ -62,6 +59,16 @@ class OpenCLIPVisual(OpenCLIPTower):
             random init).
     """
 
+    tower_name = 'visual'
+    stage_layouts = (
+        # ModifiedResNet: the three-convolution stem, then layer1 .. layer4.
+        StageLayout(('conv1', 'bn1', 'conv2', 'bn2', 'conv3', 'bn3'),
+                    ('layer1', 'layer2', 'layer3', 'layer4')),
+        # VisionTransformer: the patch embedding, then one stage per block.
+        StageLayout(('conv1', 'class_embedding', 'positional_embedding',
+                     'ln_pre'), 'transformer.resblocks'),
+    )
+
     def __init__(self,
                  model_name: str,
                  pretrained: Optional[str] = None,
@@ -75,18 +82,11 @@ class OpenCLIPVisual(OpenCLIPTower):
             model_name,
             pretrained=pretrained,
             frozen=frozen,
+            frozen_stages=frozen_stages,
+            norm_eval=norm_eval,
             quick_gelu=quick_gelu,
             clip_model=clip_model,
             init_cfg=init_cfg)
-        self.norm_eval = norm_eval
-        self.frozen_stages = frozen_stages
-        if frozen_stages != -1:
-            num_stages = len(self._stages())
-            if not 0 <= frozen_stages < num_stages:
-                raise ValueError(
-                    f'frozen_stages must be in [-1, {num_stages - 1}] for '
-                    f"'{model_name}', got {frozen_stages}")
-        self._freeze()
 
     def _keep_tower(self, clip_model: nn.Module) -> None:
         self.visual = clip_model.visual
@@ -95,38 +95,6 @@ class OpenCLIPVisual(OpenCLIPTower):
         size = self.visual.image_size
         self.image_size = tuple(size) if isinstance(
             size, (tuple, list)) else (int(size), int(size))
-
-    def _stages(self) -> List[List[StageMember]]:
-        """The tower's stages in order, as lists of modules / parameters."""
-        visual = self.visual
-        if isinstance(visual, ModifiedResNet):
-            stem = [visual.conv1, visual.bn1, visual.conv2, visual.bn2,
-                    visual.conv3, visual.bn3]
-            layers = [[getattr(visual, f'layer{i}')] for i in range(1, 5)]
-            return [stem] + layers
-        if isinstance(visual, VisionTransformer):
-            embed = [visual.conv1, visual.class_embedding,
-                     visual.positional_embedding, visual.ln_pre]
-            blocks = [[blk] for blk in visual.transformer.resblocks]
-            return [embed] + blocks
-        raise NotImplementedError(
-            f'frozen_stages is not supported for {type(visual).__name__} '
-            'image towers (only ModifiedResNet and VisionTransformer); use '
-            'frozen=True to freeze the whole tower')
-
-    def _frozen_members(self) -> List[StageMember]:
-        members = super()._frozen_members()
-        if self.frozen_stages >= 0 and not self.frozen:
-            for stage in self._stages()[:self.frozen_stages + 1]:
-                members.extend(stage)
-        return members
-
-    def _eval_modules(self) -> Iterator[nn.Module]:
-        yield from super()._eval_modules()
-        if self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, _BatchNorm):
-                    yield module
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor]:
         """Embed images with CLIP's image encoder.

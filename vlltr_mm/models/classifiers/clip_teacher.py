@@ -2,7 +2,6 @@
 import copy
 import hashlib
 import math
-import os
 import os.path as osp
 from typing import Optional, Tuple
 
@@ -11,7 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.dist import all_gather, barrier, get_dist_info
 from mmengine.logging import print_log
-from mmengine.utils import ProgressBar
+
+from vlltr_mm.utils.files import atomic_write
+
+from .corpus_embedding import embed_corpus
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:
@@ -95,34 +97,6 @@ class CLIPTeacher:
         text = self._to(self.text, tokens.device)
         return F.normalize(text(tokens).float(), dim=-1)
 
-    @torch.no_grad()
-    def _build_text_cache(self, corpus, device) -> torch.Tensor:
-        """Embed every corpus sentence, sharded over ranks and gathered."""
-        rank, world = get_dist_info()
-        ids = torch.arange(rank, corpus.num_sentences, world)
-        bar = ProgressBar(len(ids)) if rank == 0 else None
-        parts = []
-        for start in range(0, len(ids), self.batch_size):
-            chunk = ids[start:start + self.batch_size]
-            tokens = corpus.get_tokens(chunk.numpy()).to(device)
-            parts.append(self._encode_text(tokens).cpu())
-            if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            print()
-        dim = parts[0].shape[1] if parts else self.visual.embed_dim
-        local = torch.cat(parts) if parts else torch.zeros(0, dim)
-        # Strided shards differ in length by at most one row: pad to gather.
-        rows = math.ceil(corpus.num_sentences / world)
-        padded = torch.zeros(rows, dim)
-        padded[:len(local)] = local
-        gathered = all_gather(padded.to(device))
-        cache = torch.zeros(corpus.num_sentences, dim)
-        for r, block in enumerate(gathered):
-            n = len(range(r, corpus.num_sentences, world))
-            cache[r::world] = block[:n].cpu()
-        return cache
-
     def text_cache(self, corpus, device: torch.device) -> torch.Tensor:
         """Normalised teacher embeddings of all sentences [N, D]."""
         path = self.cache_path(corpus)
@@ -147,12 +121,13 @@ class CLIPTeacher:
             print_log(f'Embedding {corpus.num_sentences} corpus sentences '
                       'with the teacher (cached for later runs)',
                       logger='current')
-            cache = self._build_text_cache(corpus, device)
+            cache = embed_corpus(self._encode_text, corpus,
+                                 self.visual.embed_dim, device,
+                                 self.batch_size,
+                                 'CLIP teacher: sentence embeddings').cpu()
             if get_dist_info()[0] == 0:
-                os.makedirs(self.cache_dir, exist_ok=True)
-                tmp = f'{path}.tmp{os.getpid()}'
-                torch.save(cache, tmp)
-                os.replace(tmp, path)
+                with atomic_write(path) as f:
+                    torch.save(cache, f)
             barrier()
             self.text.cpu()
         self._text_cache, self._cache_key = cache.to(device), path

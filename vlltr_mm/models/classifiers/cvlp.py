@@ -10,10 +10,11 @@ from mmpretrain.structures import DataSample
 
 from ..open_clip_adapter.factory import share_open_clip
 from .clip_teacher import CLIPTeacher
+from .strict_load import StrictLoadMixin
 
 
 @MODELS.register_module()
-class CVLP(BaseModel):
+class CVLP(StrictLoadMixin, BaseModel):
     """VL-LTR stage 1: class-wise contrastive image–text pre-training.
 
     Every image comes with one sentence drawn from its class (see
@@ -22,7 +23,8 @@ class CVLP(BaseModel):
     loss (Eq. 2) and the distillation from a frozen copy of the initial CLIP
     (Eq. 3). ``predict`` classifies zero-shot against per-class text
     prototypes, so validation during CVLP reports top-1 and
-    many / medium / few accuracy.
+    many / medium / few accuracy. Loading weights outside a Runner refuses
+    a state dict that lacks a tower (:class:`StrictLoadMixin`).
 
     Args:
         backbone (dict): Image tower config (``OpenCLIPVisual``).
@@ -130,9 +132,22 @@ class CVLP(BaseModel):
             log_scale = log_scale.clamp(max=math.log(self.logit_scale_max))
         return log_scale.exp()
 
+    def extract_feat(self, inputs: torch.Tensor) -> tuple:
+        """Image-tower outputs, as ``ImageClassifier.extract_feat`` (and
+        MMPretrain's ``CLIP``) give them, for stock tools such as
+        ``get_flops``.
+
+        Args:
+            inputs (Tensor): Images [B, 3, H, W].
+
+        Returns:
+            tuple[Tensor]: The backbone's outputs; the last is E^I [B, D].
+        """
+        return self.backbone(inputs)
+
     def extract_image_feat(self, images: torch.Tensor) -> torch.Tensor:
         """Image embeddings E^I [B, D] (raw, not normalised)."""
-        return self.backbone(images)[-1]
+        return self.extract_feat(images)[-1]
 
     def extract_text_feat(self, texts: torch.Tensor) -> torch.Tensor:
         """Text embeddings E^T [B, D] (raw) from token ids [B, L]."""

@@ -40,11 +40,9 @@ class ClassTextDataPreprocessor(ClsDataPreprocessor):
         texts = data.get('text_tokens')
         out = super().forward(data, training)
         if texts is not None:
+            # ClassTextDataset gives every sample [L] tokens of one length.
             if isinstance(texts, Sequence):
                 texts = torch.stack(list(texts))
-            if texts.dim() != 2:
-                raise ValueError('text_tokens must collate to [B, L], got '
-                                 f'shape {tuple(texts.shape)}')
             out['texts'] = self.cast_data(texts.long())
         indices = data.get('text_index')
         if indices is not None:

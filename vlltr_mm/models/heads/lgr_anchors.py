@@ -39,6 +39,8 @@ class LGRAnchorStore:
         self.register_buffer('anchors_set', torch.tensor(False))
         self._stats_key = None
         self._stats = None
+        # Why the last state dict's anchors were refused (for the error).
+        self._anchor_load_error = None
 
     @staticmethod
     def _check_scale(scale) -> float:
@@ -51,7 +53,32 @@ class LGRAnchorStore:
 
     def _require_anchors(self) -> None:
         if not self.has_anchors:
-            raise RuntimeError(_NO_ANCHORS)
+            note = self._anchor_load_error
+            raise RuntimeError(_NO_ANCHORS + (f' ({note})' if note else ''))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A non-strict load (MMEngine's default) copies every tensor whose
+        # shape fits and skips the rest, so `anchors_set` could load True
+        # while `anchors` of another [C, M, D] stays zero: the head would
+        # run on zero anchors. The flag is only kept with the anchors and
+        # the mask it describes.
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + 'anchors_set' not in state_dict:
+            return
+        fits = all(
+            prefix + name in state_dict
+            and tuple(state_dict[prefix + name].shape) == tuple(
+                getattr(self, name).shape)
+            for name in ('anchors', 'anchor_mask'))
+        self._anchor_load_error = None
+        if not fits and self.has_anchors:
+            got = state_dict.get(prefix + 'anchors')
+            got = 'none' if got is None else tuple(got.shape)
+            self.anchors_set.fill_(False)
+            self._anchor_load_error = (
+                f'the loaded anchors have shape {got}, this head expects '
+                f'(num_classes, num_anchors, in_channels) = '
+                f'{tuple(self.anchors.shape)}; they were not loaded')
 
     @property
     def has_anchors(self) -> bool:
@@ -106,6 +133,7 @@ class LGRAnchorStore:
         self.anchors.masked_fill_(~mask[..., None], 0)
         self.anchor_mask.copy_(mask)
         self.anchors_set.fill_(True)
+        self._anchor_load_error = None
         if logit_scale is not None:
             self.log_scale.fill_(math.log(logit_scale))
         self._stats_key = self._stats = None

@@ -28,7 +28,8 @@ def direct_cosine(x: torch.Tensor, query: torch.Tensor,
                   anchors: torch.Tensor, mask: torch.Tensor,
                   proj_k: nn.Linear, norm_k: nn.LayerNorm) -> torch.Tensor:
     """Eqs. 5-7 computed literally, forming ``K`` and ``G``: the reference
-    the efficient form is checked against (``LGRHead(impl='direct')``).
+    the efficient form is checked against by the tests and benchmarks
+    (a head whose ``text_cosine`` calls this), never used in training.
 
     Args:
         x (Tensor): Image embeddings ``E^I`` [B, D].

@@ -1,10 +1,11 @@
 """Language-guided recognition (LGR) head of VL-LTR (paper §3.3, Eqs. 4-9).
 
 The text branch attends from the image embedding over the frozen anchor
-sentence embeddings of every class. ``impl='direct'`` computes Eqs. 5-7
-literally (keys ``K`` [C, M, D] and gathered texts ``G`` [B, C, D]);
-``impl='efficient'`` computes the same numbers without either tensor, see
-:mod:`.lgr_attention`.
+sentence embeddings of every class. It computes the numbers of Eqs. 5-7
+without forming the keys ``K`` [C, M, D] or the gathered texts ``G``
+[B, C, D], see :mod:`.lgr_attention` and ``docs/design.md``; the literal
+form (:func:`.lgr_attention.direct_cosine`) is the reference the tests and
+benchmarks compare it with.
 """
 import math
 from typing import List, Optional, Sequence, Tuple, Union
@@ -18,7 +19,7 @@ from mmpretrain.structures import DataSample
 
 from ..utils.class_prior import ClassPrior
 from .lgr_anchors import LGRAnchorStore
-from .lgr_attention import direct_cosine, keyed_efficient_cosine
+from .lgr_attention import keyed_efficient_cosine
 
 
 @MODELS.register_module()
@@ -33,7 +34,7 @@ class LGRHead(LGRAnchorStore, ClsHead):
     (Eq. 9), returned as ``loss_image`` and ``loss_text``.
 
     ``forward`` returns the fused class probabilities [B, C] (see
-    ``fusion``); ``predict`` stores them as ``pred_score`` and keeps the
+    ``alpha``); ``predict`` stores them as ``pred_score`` and keeps the
     branch probabilities as ``pred_score_image`` / ``pred_score_text``.
 
     Anchors are persistent, non-trainable buffers (``anchors`` [C, M, D],
@@ -59,11 +60,11 @@ class LGRHead(LGRAnchorStore, ClsHead):
             the identity with zero bias, as the authors do. Defaults to True.
         qk_bias (bool): Give the query and key projections a bias. The
             authors' projections have none. Defaults to False.
-        fusion (str): ``'sum'``: Eq. 7, ``P = P^I + P^T`` stored as
-            ``(P^I + P^T) / 2``; ``'alpha'``: ``alpha * P^I +
-            (1 - alpha) * P^T``. Defaults to ``'sum'``.
-        alpha (float): Image-branch weight of ``fusion='alpha'``.
-            Defaults to 0.5.
+        alpha (float): Image-branch weight of the fused probabilities
+            ``alpha * P^I + (1 - alpha) * P^T``, in [0, 1]. 0.5 is Eq. 7
+            (``P = P^I + P^T``) up to a factor 2, which changes no ranking;
+            the authors infer with 0.2 on ImageNet-LT / Places-LT and 0.7
+            on iNaturalist. Defaults to 0.5.
         posthoc_tau (float): Post-hoc logit adjustment (Menon et al., ICLR
             2021, Eq. 9), ``logits - tau * log(pi)``; 0 = none.
             Defaults to 0.0.
@@ -75,8 +76,6 @@ class LGRHead(LGRAnchorStore, ClsHead):
         class_counts (Sequence[int], optional): Training counts for the
             prior ``pi``; None: set by ``ClassPriorHook``, then saved in the
             checkpoint. Defaults to None.
-        impl (str): ``'efficient'`` or ``'direct'``. Defaults to
-            ``'efficient'``.
         class_chunk (int, optional): Classes per chunk in the efficient
             form; bounds temporary memory to O(B * class_chunk * M) (1024
             roughly halves the training peak at iNat size). None processes
@@ -100,12 +99,10 @@ class LGRHead(LGRAnchorStore, ClsHead):
                  learnable_scale: bool = False,
                  identity_init: bool = True,
                  qk_bias: bool = False,
-                 fusion: str = 'sum',
                  alpha: float = 0.5,
                  posthoc_tau: float = 0.0,
                  posthoc_target: str = 'image',
                  class_counts: Optional[Sequence[int]] = None,
-                 impl: str = 'efficient',
                  class_chunk: Optional[int] = None,
                  loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
                  topk: Union[int, Tuple[int]] = (1, ),
@@ -121,9 +118,6 @@ class LGRHead(LGRAnchorStore, ClsHead):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f'{name} must be a positive int, '
                                  f'got {value!r}')
-        if fusion not in ('sum', 'alpha'):
-            raise ValueError(f"fusion must be 'sum' or 'alpha', got "
-                             f'{fusion!r}')
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f'alpha must be in [0, 1], got {alpha}')
         if not posthoc_tau >= 0:
@@ -131,9 +125,6 @@ class LGRHead(LGRAnchorStore, ClsHead):
         if posthoc_target not in ('image', 'fused'):
             raise ValueError(f"posthoc_target must be 'image' or 'fused', "
                              f'got {posthoc_target!r}')
-        if impl not in ('efficient', 'direct'):
-            raise ValueError(f"impl must be 'efficient' or 'direct', got "
-                             f'{impl!r}')
         if class_chunk is not None and (not isinstance(class_chunk, int)
                                         or class_chunk <= 0):
             raise ValueError(f'class_chunk must be None or a positive int, '
@@ -142,12 +133,10 @@ class LGRHead(LGRAnchorStore, ClsHead):
         self.in_channels = in_channels
         self.num_anchors = num_anchors
         self.identity_init = identity_init
-        self.fusion = fusion
         self.alpha = alpha
         self.posthoc_tau = float(posthoc_tau)
         self.posthoc_target = posthoc_target
         self.class_prior = ClassPrior(class_counts, num_classes)
-        self.impl = impl
         self.class_chunk = class_chunk
 
         dim = in_channels
@@ -208,18 +197,27 @@ class LGRHead(LGRAnchorStore, ClsHead):
                              f'{self.in_channels}), got {tuple(x.shape)}')
         logits_image = self.mlp(x)
         query = self.attn_proj_q(self.attn_norm_q(x))  # Eq. 4
-        if self.impl == 'direct':
-            cosine = direct_cosine(x, query, self.anchors, self.anchor_mask,
-                                   self.attn_proj_k, self.attn_norm_k)
-        else:
-            cosine = keyed_efficient_cosine(
-                x, query, self.attn_proj_k, self.attn_norm_k, self.anchors,
-                self.anchor_mask, self._anchor_stats(), self.class_chunk)
-        return logits_image, self.logit_scale * cosine
+        return logits_image, self.logit_scale * self.text_cosine(x, query)
+
+    def text_cosine(self, x: torch.Tensor,
+                    query: torch.Tensor) -> torch.Tensor:
+        """``cos(E^I, G)`` [B, C] of Eqs. 5-7 in the efficient form.
+
+        Args:
+            x (Tensor): Image embeddings ``E^I`` [B, D].
+            query (Tensor): Queries ``Q`` [B, D] (Eq. 4).
+
+        Returns:
+            Tensor: Cosine of each image with each class's attended text.
+        """
+        return keyed_efficient_cosine(x, query, self.attn_proj_k,
+                                      self.attn_norm_k, self.anchors,
+                                      self.anchor_mask, self._anchor_stats(),
+                                      self.class_chunk)
 
     def fuse(self, logits_image: torch.Tensor,
              logits_text: torch.Tensor) -> torch.Tensor:
-        """Fused class probabilities [B, C] (Eq. 7 or the alpha mix)."""
+        """Fused class probabilities [B, C] (Eq. 7 weighted by ``alpha``)."""
         return self.branch_scores(logits_image, logits_text)[0]
 
     def branch_scores(
@@ -235,8 +233,7 @@ class LGRHead(LGRAnchorStore, ClsHead):
             logits_image = logits_image - shift
         score_image = logits_image.softmax(-1)
         score_text = logits_text.softmax(-1)
-        weight = 0.5 if self.fusion == 'sum' else self.alpha
-        score = weight * score_image + (1 - weight) * score_text
+        score = self.alpha * score_image + (1 - self.alpha) * score_text
         if adjust and self.posthoc_target == 'fused':
             score = (score.log() - shift).softmax(-1)
         return score, score_image, score_text

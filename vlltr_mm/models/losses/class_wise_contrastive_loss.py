@@ -15,56 +15,55 @@ from ...utils.distributed import (
 )
 
 
-def check_embed_pair(image_embeds: Tensor, text_embeds: Tensor,
-                     prefix: str = '') -> None:
-    """Raise ``ValueError`` unless both embeddings are [B, D] alike."""
-    if image_embeds.dim() != 2 or text_embeds.shape != image_embeds.shape:
-        raise ValueError(
-            f'{prefix}image_embeds and {prefix}text_embeds must both be '
-            f'[B, D] with the same shape, got {tuple(image_embeds.shape)} '
-            f'and {tuple(text_embeds.shape)}.')
-
-
-def as_scalar(value: Union[Tensor, Number], name: str,
-              ref: Tensor) -> Tensor:
+def as_scalar(value: Union[Tensor, Number], ref: Tensor) -> Tensor:
     """``value`` as a 0-dim tensor on ``ref``'s device (keeps autograd)."""
-    value = torch.as_tensor(value, device=ref.device)
-    if value.numel() != 1:
-        raise ValueError(f'{name} must be a scalar (one element), got '
-                         f'shape {tuple(value.shape)}.')
-    return value.reshape(())
+    return torch.as_tensor(value, device=ref.device).reshape(())
 
 
-def local_global_logits(image_embeds: Tensor, text_embeds: Tensor,
-                        logit_scale: Tensor,
-                        sizes: List[int]) -> Tuple[Tensor, Tensor]:
-    """Logits of the local rows against the global batch, both directions.
+class GlobalBatchLoss(nn.Module):
+    """Base of the losses that compare local rows with the global batch.
 
-    Only the [B_local, B_global] slices this rank owns are built, never the
-    [B_global, B_global] square; the gathered side carries gradients back
-    to the rank it came from (see :func:`gather_with_grad`).
-
-    Args:
-        image_embeds (Tensor): Local image embeddings, [B_local, D].
-        text_embeds (Tensor): Local text embeddings, [B_local, D].
-        logit_scale (Tensor): 0-dim, ``1 / tau``.
-        sizes (List[int]): Every rank's B_local.
-
-    Returns:
-        Tuple[Tensor, Tensor]: ``logits_per_image`` [B_local, B_global]
-        (``scale * S_ij`` for local image i, global text j) and
-        ``logits_per_text`` [B_local, B_global] (``scale * S_ji`` for
-        local text i, global image j).
+    The collectives are class attributes, called through ``self``, so that
+    a one-process benchmark can play one rank of many by overriding them
+    in a subclass (``tools/benchmark/bench_logits_memory.py``); training
+    uses the :mod:`vlltr_mm.utils.distributed` ones.
     """
-    all_image_embeds = gather_with_grad(image_embeds, sizes)
-    all_text_embeds = gather_with_grad(text_embeds, sizes)
-    logits_per_image = logit_scale * image_embeds @ all_text_embeds.t()
-    logits_per_text = logit_scale * text_embeds @ all_image_embeds.t()
-    return logits_per_image, logits_per_text
+
+    gather_batch_sizes = staticmethod(gather_batch_sizes)
+    gather_with_grad = staticmethod(gather_with_grad)
+    gather_no_grad = staticmethod(gather_no_grad)
+
+    def local_global_logits(self, image_embeds: Tensor, text_embeds: Tensor,
+                            logit_scale: Tensor,
+                            sizes: List[int]) -> Tuple[Tensor, Tensor]:
+        """Logits of the local rows against the global batch, both ways.
+
+        Only the [B_local, B_global] slices this rank owns are built, never
+        the [B_global, B_global] square; the gathered side carries
+        gradients back to the rank it came from (see
+        :func:`~vlltr_mm.utils.distributed.gather_with_grad`).
+
+        Args:
+            image_embeds (Tensor): Local image embeddings, [B_local, D].
+            text_embeds (Tensor): Local text embeddings, [B_local, D].
+            logit_scale (Tensor): 0-dim, ``1 / tau``.
+            sizes (List[int]): Every rank's B_local.
+
+        Returns:
+            Tuple[Tensor, Tensor]: ``logits_per_image`` [B_local, B_global]
+            (``scale * S_ij`` for local image i, global text j) and
+            ``logits_per_text`` [B_local, B_global] (``scale * S_ji`` for
+            local text i, global image j).
+        """
+        all_image_embeds = self.gather_with_grad(image_embeds, sizes)
+        all_text_embeds = self.gather_with_grad(text_embeds, sizes)
+        logits_per_image = logit_scale * image_embeds @ all_text_embeds.t()
+        logits_per_text = logit_scale * text_embeds @ all_image_embeds.t()
+        return logits_per_image, logits_per_text
 
 
 @MODELS.register_module()
-class ClassWiseContrastiveLoss(nn.Module):
+class ClassWiseContrastiveLoss(GlobalBatchLoss):
     """Class-wise contrastive loss (VL-LTR Eq. 2).
 
     Image i and text j are a positive pair when their labels are equal.
@@ -118,26 +117,19 @@ class ClassWiseContrastiveLoss(nn.Module):
             text_embeds (Tensor): L2-normalised embeddings of the sentence
                 drawn for each image, [B_local, D].
             labels (Tensor): Class index of each pair, [B_local], integer.
+                Shapes are not checked per batch: ``CVLP`` builds all three
+                from one batch.
             logit_scale (Tensor | float): Scalar ``1 / tau``, already
                 exponentiated; gradients flow into it.
 
         Returns:
             Tensor: 0-dim loss.
         """
-        check_embed_pair(image_embeds, text_embeds)
-        if labels.shape != image_embeds.shape[:1]:
-            raise ValueError(
-                f'labels must have shape [B] = [{image_embeds.shape[0]}], '
-                f'got {tuple(labels.shape)}.')
-        if labels.is_floating_point() or labels.is_complex():
-            raise TypeError(
-                f'labels must be integer class indices, got {labels.dtype}.')
-        logit_scale = as_scalar(logit_scale, 'logit_scale', image_embeds)
-
-        sizes = gather_batch_sizes(labels.shape[0])
-        logits_per_image, logits_per_text = local_global_logits(
+        logit_scale = as_scalar(logit_scale, image_embeds)
+        sizes = self.gather_batch_sizes(labels.shape[0])
+        logits_per_image, logits_per_text = self.local_global_logits(
             image_embeds, text_embeds, logit_scale, sizes)
-        all_labels = gather_no_grad(labels, sizes)
+        all_labels = self.gather_no_grad(labels, sizes)
 
         # Label equality is symmetric, so one mask serves both directions:
         # texts of image i's class, and images of text i's class.

@@ -2,21 +2,15 @@
 from typing import Union
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from ...utils.distributed import gather_batch_sizes, gather_no_grad
-from .class_wise_contrastive_loss import (
-    as_scalar,
-    check_embed_pair,
-    local_global_logits,
-)
+from .class_wise_contrastive_loss import GlobalBatchLoss, as_scalar
 
 
 @MODELS.register_module()
-class CLIPDistillationLoss(nn.Module):
+class CLIPDistillationLoss(GlobalBatchLoss):
     """Soft cross-entropy to a frozen CLIP's similarities (VL-LTR Eq. 3).
 
     Eq. 3 weights the student's ``log softmax`` of the diagonal pair by the
@@ -68,20 +62,10 @@ class CLIPDistillationLoss(nn.Module):
         Returns:
             Tensor: 0-dim loss.
         """
-        check_embed_pair(image_embeds, text_embeds)
-        check_embed_pair(
-            teacher_image_embeds, teacher_text_embeds, prefix='teacher_')
-        if teacher_image_embeds.shape[0] != image_embeds.shape[0]:
-            raise ValueError(
-                'teacher and student embeddings must have the same batch '
-                f'size, got {teacher_image_embeds.shape[0]} and '
-                f'{image_embeds.shape[0]}.')
-        logit_scale = as_scalar(logit_scale, 'logit_scale', image_embeds)
-        teacher_logit_scale = as_scalar(teacher_logit_scale,
-                                        'teacher_logit_scale', image_embeds)
-
-        sizes = gather_batch_sizes(image_embeds.shape[0])
-        logits_per_image, logits_per_text = local_global_logits(
+        logit_scale = as_scalar(logit_scale, image_embeds)
+        teacher_logit_scale = as_scalar(teacher_logit_scale, image_embeds)
+        sizes = self.gather_batch_sizes(image_embeds.shape[0])
+        logits_per_image, logits_per_text = self.local_global_logits(
             image_embeds, text_embeds, logit_scale, sizes)
         with torch.no_grad():
             t_image = teacher_image_embeds.detach()
@@ -90,8 +74,8 @@ class CLIPDistillationLoss(nn.Module):
             dtype = torch.promote_types(t_image.dtype, torch.float32)
             t_image, t_text = t_image.to(dtype), t_text.to(dtype)
             t_scale = teacher_logit_scale.detach().to(dtype)
-            all_t_image = gather_no_grad(t_image, sizes)
-            all_t_text = gather_no_grad(t_text, sizes)
+            all_t_image = self.gather_no_grad(t_image, sizes)
+            all_t_text = self.gather_no_grad(t_text, sizes)
             target_per_image = F.softmax(
                 t_scale * t_image @ all_t_text.t(), dim=1)
             target_per_text = F.softmax(

@@ -6,7 +6,7 @@ from mmpretrain.registry import MODELS
 from open_clip.transformer import TextTransformer
 from torch import nn
 
-from ..open_clip_adapter.tower import OpenCLIPTower, StageMember
+from ..open_clip_adapter.tower import OpenCLIPTower, StageLayout
 
 
 @MODELS.register_module()
@@ -48,6 +48,15 @@ class OpenCLIPTextEncoder(OpenCLIPTower):
         init_logit_scale (float): The model's logit scale, log-space.
     """
 
+    tower_name = 'text'
+    stage_layouts = (
+        # CLIP's text transformer.
+        StageLayout(('token_embedding', 'positional_embedding'),
+                    'transformer.resblocks'),
+        # Hugging Face (BERT-style) towers.
+        StageLayout(('transformer.embeddings', ), 'transformer.encoder.layer'),
+    )
+
     def __init__(self,
                  model_name: str,
                  pretrained: Optional[str] = None,
@@ -60,40 +69,10 @@ class OpenCLIPTextEncoder(OpenCLIPTower):
             model_name,
             pretrained=pretrained,
             frozen=frozen,
+            frozen_stages=frozen_stages,
             quick_gelu=quick_gelu,
             clip_model=clip_model,
             init_cfg=init_cfg)
-        self.frozen_stages = frozen_stages
-        stages = self._stages()
-        if not -1 <= frozen_stages < len(stages):
-            raise ValueError(
-                f'frozen_stages must be in [-1, {len(stages) - 1}] for '
-                f'{model_name}, got {frozen_stages}')
-        self._freeze()
-
-    def _stages(self) -> List[List[StageMember]]:
-        """Embedding, then one stage per transformer layer."""
-        text = self.text
-        if isinstance(text, TextTransformer):
-            return [[text.token_embedding, text.positional_embedding]] + [
-                [block] for block in text.transformer.resblocks
-            ]
-        hf = getattr(text, 'transformer', None)
-        encoder = getattr(hf, 'encoder', None)
-        if hf is not None and hasattr(encoder, 'layer'):
-            return [[hf.embeddings]] + [[layer] for layer in encoder.layer]
-        if self.frozen_stages >= 0:
-            raise NotImplementedError(
-                f'frozen_stages is not supported for the text tower of '
-                f'{self.model_name} ({type(text).__name__}); use frozen.')
-        return []
-
-    def _frozen_members(self) -> List[StageMember]:
-        members = super()._frozen_members()
-        if self.frozen_stages >= 0 and not self.frozen:
-            for stage in self._stages()[:self.frozen_stages + 1]:
-                members.extend(stage)
-        return members
 
     def _keep_tower(self, clip_model: nn.Module) -> None:
         self.text = clip_model.text

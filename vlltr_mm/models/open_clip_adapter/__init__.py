@@ -7,8 +7,7 @@ open_clip.
 """
 from .factory import (  # noqa: F401
     build_open_clip,
-    load_clip_state_dict,
-    read_clip_weights,
+    load_clip_weights,
     share_open_clip,
 )
 from .registry import register_open_clip_configs  # noqa: F401

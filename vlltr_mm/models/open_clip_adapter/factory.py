@@ -1,4 +1,4 @@
-"""Build an open_clip model once and fill it from a tag or a local file.
+"""Build an open_clip model once and fill it through open_clip's factory.
 
 :class:`~vlltr_mm.models.backbones.OpenCLIPVisual` and
 :class:`~vlltr_mm.models.necks.OpenCLIPTextEncoder` each keep one tower of
@@ -8,31 +8,36 @@ of the same weights build the model once and hand it to both (see
 
 The model is always built as open_clip's ``CustomTextCLIP`` (text tower
 under ``.text``), so both towers are self-contained modules whatever the
-config; standard CLIP checkpoints are converted on load.
+config. Weights are read and converted by ``open_clip.create_model``
+(pretrained tags) and ``open_clip.load_checkpoint`` (local files: key
+layouts, logit-scale shapes, position-embedding resizing). This module adds
+only what open_clip lacks: OpenAI TorchScript archives as local files and
+their QuickGELU default, checkpoints nested under ``'model'`` (re-saved as
+a plain temporary file for open_clip to read), and errors that name the
+file and list the keys.
 """
 import contextlib
 import logging
 import os
+import tempfile
+import warnings
 import zipfile
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import open_clip
 import torch
 from mmengine.logging import print_log
-from open_clip.convert import convert_state_dict
-from open_clip.model import (
-    convert_to_custom_text_state_dict,
-    resize_pos_embed,
-    resize_text_pos_embed,
-)
 from torch import nn
 
-#: Non-weight entries found in OpenAI's TorchScript CLIP archives.
-OPENAI_EXTRA_KEYS = ('input_resolution', 'context_length', 'vocab_size')
+from vlltr_mm.utils.checkpoint import (
+    list_keys,
+    state_dict_mismatch,
+    strip_module_prefix,
+)
+
 #: Keys under which training frameworks nest the weights in a checkpoint.
 NESTING_KEYS = ('state_dict', 'model')
 _WEIGHT_SUFFIXES = ('.pt', '.pth', '.bin', '.ckpt', '.safetensors')
-_MAX_LISTED_KEYS = 10
 
 
 def _is_torchscript(path: str) -> bool:
@@ -46,135 +51,106 @@ def _is_torchscript(path: str) -> bool:
             for name in archive.namelist())
 
 
-def _unwrap_state_dict(obj, path: str) -> Dict[str, torch.Tensor]:
-    """Find the weights in a loaded checkpoint object."""
-    while isinstance(obj, dict):
-        nested = [k for k in NESTING_KEYS if isinstance(obj.get(k), dict)]
+def _open_clip_readable(path: str, is_jit: bool, tmp_dir: str) -> str:
+    """A file that ``open_clip.load_checkpoint`` reads as the weights.
+
+    open_clip reads safetensors, TorchScript and ``torch.save`` state dicts
+    (plain or under ``'state_dict'``); other nestings are unwrapped and
+    saved once as a plain state dict in ``tmp_dir``.
+    """
+    if is_jit or path.endswith('.safetensors'):
+        return path
+    # mmap: only the pickled structure is read here, not the tensors.
+    obj = torch.load(path, map_location='cpu', weights_only=True,
+                     mmap=zipfile.is_zipfile(path))
+    state_dict = obj
+    while isinstance(state_dict, dict):
+        nested = [k for k in NESTING_KEYS
+                  if isinstance(state_dict.get(k), dict)]
         if not nested:
             break
-        obj = obj[nested[0]]
-    if not isinstance(obj, dict) or not all(
-            isinstance(v, torch.Tensor) for v in obj.values()):
+        state_dict = state_dict[nested[0]]
+    if not isinstance(state_dict, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise TypeError(
             f'{path} holds no state dict (a mapping of names to tensors, '
             f'optionally nested under one of {NESTING_KEYS}).')
-    # DataParallel / DDP checkpoints prefix every key with 'module.'.
-    return {
-        k[len('module.'):] if k.startswith('module.') else k: v
-        for k, v in obj.items()
-    }
+    if state_dict is obj or state_dict is obj.get('state_dict'):
+        return path
+    plain = os.path.join(tmp_dir, 'clip_weights.pth')
+    torch.save(strip_module_prefix(state_dict), plain)
+    return plain
 
 
-def read_clip_weights(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
-    """Read CLIP weights from a local file.
+def _fit_check(source: str):
+    """A load-state-dict pre-hook that checks keys and shapes first.
+
+    It sees the state dict after open_clip's conversions, drops the
+    non-persistent buffers that traced / scripted models also save (the
+    model rebuilds them, e.g. the causal mask) and raises one error that
+    names ``source`` and lists every missing, unexpected and mis-shaped key
+    (torch's own message stops at the first kind and names no file).
+    """
+
+    def hook(model, state_dict, prefix, *args) -> None:
+        derived = {'attn_mask'} | {
+            f'{name}.{buf}' if name else buf
+            for name, module in model.named_modules()
+            for buf in module._non_persistent_buffers_set
+        }
+        for key in derived & state_dict.keys():
+            del state_dict[key]
+        missing, unexpected, mismatched = state_dict_mismatch(
+            model.state_dict(), state_dict)
+        problems = [
+            f'{kind} ({len(keys)}): {list_keys(keys)}'
+            for kind, keys in (('missing keys', missing),
+                               ('unexpected keys', unexpected),
+                               ('shape mismatches', mismatched)) if keys
+        ]
+        if problems:
+            raise RuntimeError(
+                f'Weights from {source} do not fit the open_clip model: ' +
+                '; '.join(problems))
+
+    return hook
+
+
+def load_clip_weights(model: nn.Module, path: str) -> None:
+    """Load a local CLIP weights file with ``open_clip.load_checkpoint``.
 
     Accepted files: OpenAI TorchScript archives (``torch.jit.save``), plain
     ``torch.save`` state dicts, possibly nested under ``'state_dict'`` or
     ``'model'`` and possibly with a ``'module.'`` key prefix, and
-    ``.safetensors`` files. Files are read with ``weights_only=True``.
+    ``.safetensors`` files. Only TorchScript archives are unpickled without
+    ``weights_only`` (they are programs; torch has no restricted reader).
 
     Args:
-        path (str): The file.
-
-    Returns:
-        tuple[dict[str, Tensor], bool]: The state dict (OpenAI's non-weight
-        entries dropped) and whether the file was a TorchScript archive.
+        model (nn.Module): Model built by :func:`build_open_clip`.
+        path (str): The weights file.
 
     Raises:
         FileNotFoundError: If ``path`` is not a file.
         TypeError: If the file holds no state dict.
+        RuntimeError: If keys are missing or unexpected, or shapes differ;
+            the message names the file and lists them.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'CLIP weights file not found: {path}')
-    is_jit = False
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        state_dict = load_file(path, device='cpu')
-    elif _is_torchscript(path):
-        is_jit = True
-        state_dict = torch.jit.load(path, map_location='cpu').state_dict()
-    else:
-        state_dict = _unwrap_state_dict(
-            torch.load(path, map_location='cpu', weights_only=True), path)
-    state_dict = {
-        k: v
-        for k, v in state_dict.items() if k not in OPENAI_EXTRA_KEYS
-    }
-    return state_dict, is_jit
-
-
-def _listed(keys) -> str:
-    keys = sorted(keys)
-    shown = ', '.join(keys[:_MAX_LISTED_KEYS])
-    more = len(keys) - _MAX_LISTED_KEYS
-    return shown + (f', ... and {more} more' if more > 0 else '')
-
-
-def load_clip_state_dict(model: nn.Module,
-                         state_dict: Dict[str, torch.Tensor],
-                         source: str = 'state dict') -> None:
-    """Load CLIP weights into an open_clip ``CustomTextCLIP``, strictly.
-
-    Standard-CLIP key layouts are moved under ``text.``, scalar / 1-d
-    logit scales are reshaped and position embeddings of another size are
-    interpolated, with open_clip's own converters.
-
-    Args:
-        model (nn.Module): Model built by :func:`build_open_clip`.
-        state_dict (dict[str, Tensor]): The weights.
-        source (str): Where the weights come from, for error messages.
-            Defaults to ``'state dict'``.
-
-    Raises:
-        RuntimeError: If keys are missing or unexpected, or shapes differ;
-            the message lists them.
-    """
-    state_dict = convert_state_dict(model, dict(state_dict))
-    # Traced / scripted models also save non-persistent buffers such as the
-    # causal mask; they are rebuilt by the model, so drop them.
-    derived = {'attn_mask'} | {
-        f'{prefix}.{name}' if prefix else name
-        for prefix, module in model.named_modules()
-        for name in module._non_persistent_buffers_set
-    }
-    state_dict = {k: v for k, v in state_dict.items() if k not in derived}
-    if 'positional_embedding' in state_dict and not hasattr(
-            model, 'positional_embedding'):
-        state_dict = convert_to_custom_text_state_dict(state_dict)
-    for name in ('logit_scale', 'logit_bias'):
-        param = getattr(model, name, None)
-        if param is not None and name in state_dict:
-            state_dict[name] = state_dict[name].reshape(param.shape)
-    if getattr(model, 'logit_bias', None) is not None and \
-            'logit_bias' not in state_dict:
-        # A CLIP checkpoint loaded for a SigLIP-style config starts at 0.
-        state_dict['logit_bias'] = torch.zeros_like(model.logit_bias)
-    resize_pos_embed(state_dict, model)
-    resize_text_pos_embed(state_dict, model)
-
-    expected = model.state_dict()
-    missing = expected.keys() - state_dict.keys()
-    unexpected = state_dict.keys() - expected.keys()
-    mismatched = [
-        f'{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
-        for k, v in expected.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f'missing keys ({len(missing)}): '
-                            f'{_listed(missing)}')
-        if unexpected:
-            problems.append(f'unexpected keys ({len(unexpected)}): '
-                            f'{_listed(unexpected)}')
-        if mismatched:
-            problems.append(f'shape mismatches, file vs model '
-                            f'({len(mismatched)}): {_listed(mismatched)}')
-        raise RuntimeError(f'Weights from {source} do not fit the open_clip '
-                           f'model: ' + '; '.join(problems))
-    model.load_state_dict(state_dict, strict=True)
+    is_jit = _is_torchscript(path)
+    handle = model.register_load_state_dict_pre_hook(_fit_check(path))
+    try:
+        with tempfile.TemporaryDirectory() as tmp_dir, \
+                warnings.catch_warnings():
+            # torch.load hands TorchScript archives to torch.jit.load and
+            # says so; that is the intended route here.
+            warnings.filterwarnings('ignore', message='.*TorchScript')
+            open_clip.load_checkpoint(
+                model, _open_clip_readable(path, is_jit, tmp_dir),
+                strict=True, weights_only=not is_jit)
+    finally:
+        handle.remove()
 
 
 class _DropRandomInitWarning(logging.Filter):
@@ -196,9 +172,22 @@ def _quiet_random_init_warning(active: bool):
         root.removeFilter(drop)
 
 
-def _looks_like_path(value: str) -> bool:
-    return os.sep in value or '/' in value or value.endswith(
-        _WEIGHT_SUFFIXES)
+def _resolve_pretrained(model_name: str, pretrained: str
+                        ) -> Tuple[Optional[str], Optional[dict]]:
+    """Split ``pretrained`` into (local file, open_clip tag config)."""
+    clean_name = model_name.replace('/', '-')
+    if os.path.isfile(pretrained):
+        return pretrained, None
+    tag_cfg = open_clip.get_pretrained_cfg(clean_name, pretrained)
+    if tag_cfg:
+        return None, tag_cfg
+    if os.sep in pretrained or '/' in pretrained or pretrained.endswith(
+            _WEIGHT_SUFFIXES):
+        raise FileNotFoundError(f'CLIP weights file not found: {pretrained}')
+    raise ValueError(
+        f"pretrained='{pretrained}' is neither a file nor a pretrained tag "
+        f"of open_clip model '{model_name}' (its tags: "
+        f'{open_clip.list_pretrained_tags_by_model(clean_name)})')
 
 
 def build_open_clip(model_name: str,
@@ -212,7 +201,7 @@ def build_open_clip(model_name: str,
             or an ``'hf-hub:'`` / ``'local-dir:'`` source.
         pretrained (str, optional): An open_clip pretrained tag of
             ``model_name`` such as ``'openai'`` (downloaded by open_clip) or
-            a local weights file (see :func:`read_clip_weights`). ``None``
+            a local weights file (see :func:`load_clip_weights`). ``None``
             keeps the random initialisation, also of timm / HF towers.
             Defaults to None.
         quick_gelu (bool, optional): Use QuickGELU activations. ``None``
@@ -227,27 +216,14 @@ def build_open_clip(model_name: str,
         FileNotFoundError: If ``pretrained`` names a file that is missing.
         ValueError: If ``pretrained`` is neither a file nor a known tag.
     """
-    tag, state_dict, is_jit = None, None, False
+    path = tag_cfg = None
     if pretrained is not None:
-        clean_name = model_name.replace('/', '-')
-        if os.path.isfile(pretrained):
-            state_dict, is_jit = read_clip_weights(pretrained)
-        elif open_clip.get_pretrained_cfg(clean_name, pretrained):
-            tag = pretrained
-        elif _looks_like_path(pretrained):
-            raise FileNotFoundError(
-                f'CLIP weights file not found: {pretrained}')
-        else:
-            raise ValueError(
-                f"pretrained='{pretrained}' is neither a file nor a "
-                f"pretrained tag of open_clip model '{model_name}' (its "
-                f'tags: {open_clip.list_pretrained_tags_by_model(clean_name)}'
-                ')')
-        if quick_gelu is None and tag is not None:
-            quick_gelu = open_clip.get_pretrained_cfg(
-                clean_name, tag).get('quick_gelu', False)
-        elif quick_gelu is None and is_jit:
-            quick_gelu = True
+        path, tag_cfg = _resolve_pretrained(model_name, pretrained)
+    if quick_gelu is None and tag_cfg is not None:
+        quick_gelu = tag_cfg.get('quick_gelu', False)
+    elif quick_gelu is None and path is not None:
+        # open_clip's configs default to GELU; OpenAI trained QuickGELU.
+        quick_gelu = _is_torchscript(path) or None
 
     kwargs = dict(force_custom_text=True, pretrained_image=False,
                   pretrained_text=False)
@@ -255,11 +231,12 @@ def build_open_clip(model_name: str,
         kwargs['force_quick_gelu'] = True
     elif quick_gelu is not None:
         kwargs['quick_gelu'] = False
-    with _quiet_random_init_warning(state_dict is not None):
-        model = open_clip.create_model(model_name, pretrained=tag, **kwargs)
-    if state_dict is not None:
-        load_clip_state_dict(model, state_dict, source=pretrained)
-        print_log(f"Loaded CLIP weights of '{model_name}' from {pretrained}",
+    with _quiet_random_init_warning(path is not None):
+        model = open_clip.create_model(
+            model_name, pretrained=pretrained if tag_cfg else None, **kwargs)
+    if path is not None:
+        load_clip_weights(model, path)
+        print_log(f"Loaded CLIP weights of '{model_name}' from {path}",
                   logger='current')
     return model
 
