@@ -6,6 +6,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 from mmengine.dist import get_rank
+from mmengine.logging import MessageHub
 from mmpretrain.registry import DATASETS, TASK_UTILS
 from torch.utils.data import get_worker_info
 
@@ -26,7 +27,9 @@ class ClassTextDataset:
     dataloader workers. Each process seeds its own generator on first use
     from the DataLoader's per-worker seed (fresh every epoch, drawn from the
     main process's torch RNG), ``torch.initial_seed()`` (set per worker and
-    rank by MMEngine's ``worker_init_fn``), the rank and ``seed``. Under
+    rank by MMEngine's ``worker_init_fn``), the rank and ``seed``; the main
+    process (``num_workers=0``) re-seeds each epoch from the runner's epoch
+    instead of a worker seed, so ``--resume`` repeats its draws. Under
     MMEngine's ``randomness.seed`` the draws are therefore reproducible,
     differ between workers, ranks and epochs, and do not consume the global
     RNG streams that augmentations use.
@@ -138,16 +141,25 @@ class ClassTextDataset:
 
     def _generator(self) -> random.Random:
         info = get_worker_info()
-        if self._rng is None or info is not self._rng_owner:
+        owner = info
+        if info is None:
+            # Main process (num_workers=0): nothing re-seeds it per epoch
+            # and a private stream is not in checkpoints, so key it on the
+            # runner's epoch (MessageHub, restored by --resume); a resumed
+            # epoch then draws what the uninterrupted one did.
+            owner = MessageHub.get_current_instance().get_info('epoch')
+        if self._rng is None or owner != self._rng_owner:
             entropy = [get_rank(), torch.initial_seed()]
             if info is not None:
                 entropy += [info.id, info.seed]
+            elif owner is not None:
+                entropy.append(int(owner))
             if self.seed is not None:
                 entropy.append(int(self.seed))
             seq = np.random.SeedSequence(entropy)
             self._rng = random.Random(
                 int.from_bytes(seq.generate_state(4).tobytes(), 'little'))
-            self._rng_owner = info
+            self._rng_owner = owner
         return self._rng
 
     def _label_of(self, item, idx: int) -> int:
