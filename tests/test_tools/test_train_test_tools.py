@@ -50,7 +50,7 @@ def data_options(root):
 
 
 @pytest.mark.slow
-def test_train_test_resume(tiny_lt, tmp_path):
+def test_train_then_test(tiny_lt, tmp_path):
     work = str(tmp_path / 'work')
     opts = data_options(tiny_lt) + [
         'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
@@ -84,36 +84,10 @@ def test_train_test_resume(tiny_lt, tmp_path):
     ])
     assert osp.getsize(preds_file) > 0
 
-    # --resume (auto: the latest checkpoint in the work dir) continues.
-    out = run([
-        sys.executable, 'tools/train.py', BASELINE, '--work-dir', work,
-        '--resume', '--cfg-options', *opts, 'train_cfg.max_epochs=3'
-    ])
-    assert 'resumed epoch: 2' in out.lower() or 'Epoch(train)  [3]' in out
-    assert osp.isfile(osp.join(work, 'epoch_3.pth'))
-    assert not osp.isfile(osp.join(work, 'epoch_4.pth'))
+    # --resume is covered by test_resume.py (exact continuation).
 
 
-@pytest.mark.slow
-def test_dist_scripts_use_gloo_on_cpu(tiny_lt, tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip('checks the CPU fallback')
-    work = str(tmp_path / 'work')
-    opts = data_options(tiny_lt) + [
-        'train_cfg.max_epochs=1', 'train_cfg.val_interval=1'
-    ]
-    out = run([
-        'bash', 'tools/dist_train.sh', BASELINE, '2', '--work-dir', work,
-        '--cfg-options', *opts
-    ])
-    assert "'backend': 'gloo'" in out or 'gloo' in out
-    assert 'accuracy/few' in out
-    ckpt = osp.join(work, 'epoch_1.pth')
-    out = run([
-        'bash', 'tools/dist_test.sh', BASELINE, ckpt, '2', '--work-dir', work,
-        '--cfg-options', *opts
-    ])
-    assert 'accuracy/few' in out
+# dist_train.sh / dist_test.sh on gloo: test_vlltr_pipeline.py.
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 ``tools/dist_train.sh`` (2 gloo processes) runs CVLP for 2 epochs, resumes a
 copy killed after epoch 1 and checks that epoch 2 repeats exactly, then runs
-the LGR stage (AnSS hook) and resumes it, then ``tools/test.py`` prints
+the LGR stage (AnSS hook) and resumes it, then ``tools/dist_test.sh`` prints
 overall / many / medium / few. A tiny random open_clip model and a tiny
 generated dataset in the ImageNet-LT list format replace CLIP and ImageNet
 through ``--cfg-options`` only.
@@ -210,14 +210,16 @@ def test_cvlp_then_lgr_then_test(tmp_path):
     assert re.search(r'reus', out, re.I), out[-3000:]
     assert osp.getmtime(artifact) == mtime
 
-    # ---- test: no hook needed, the anchors are in the checkpoint ----
+    # ---- test on 2 gloo processes (tools/dist_test.sh): no hook needed,
+    # the anchors are in the checkpoint ----
     metrics_file = str(tmp_path / 'metrics.json')
     out = run([
-        sys.executable, 'tools/test.py', LGR,
-        osp.join(lgr_dir, 'epoch_2.pth'), '--work-dir', lgr_dir, '--out',
-        metrics_file, '--out-item', 'metrics', '--cfg-options', *lgr_opts,
-        'custom_hooks=[]'
+        'bash', 'tools/dist_test.sh', LGR,
+        osp.join(lgr_dir, 'epoch_2.pth'), '2', '--work-dir', lgr_dir,
+        '--out', metrics_file, '--out-item', 'metrics', '--cfg-options',
+        *lgr_opts, 'custom_hooks=[]'
     ])
+    assert 'gloo' in out
     line = metrics_of(out)
     for key in ('top1', 'many', 'medium', 'few'):
         assert f'accuracy/{key}' in line
