@@ -104,6 +104,9 @@ def main(argv=None):
     try:
         metrics = runner.test()
     finally:
+        # Release the runner's model wrapper before the process group goes
+        # (see close_distributed).
+        del runner
         close_distributed()
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)

@@ -127,6 +127,10 @@ def main(argv=None):
     try:
         runner.train()
     finally:
+        # The runner's DDP reducer holds the process group and its gloo
+        # work; release it before the group is torn down (see
+        # close_distributed).
+        del runner
         close_distributed()
 
 

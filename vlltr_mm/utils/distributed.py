@@ -24,6 +24,7 @@ the largest size for the collective and the padding is dropped again.
 Outside a process group, or with one rank, every function is the identity.
 """
 import datetime
+import gc
 import os
 from typing import List, Optional
 
@@ -101,11 +102,17 @@ def close_distributed() -> None:
 
     Left to interpreter shutdown, gloo's worker threads can be destroyed
     while still joinable, which aborts the process ("terminate called
-    without an active exception") after a successful run.
+    without an active exception") after a successful run. Objects that
+    still hold the group (a DDP reducer inside a runner, whose train loop
+    and runner reference each other) are collected first, so the group's
+    last reference goes here and not at shutdown; callers drop their
+    runner before calling.
     """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 # Backends whose reduce-scatter is used on backward; elsewhere an all-reduce
 # of the (small) global gradient followed by slicing gives the same result.
