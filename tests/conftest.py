@@ -33,3 +33,36 @@ def load_tool(monkeypatch):
         return module
 
     return load
+
+
+@pytest.fixture(scope='session')
+def tiny_baseline_data():
+    """Make tiny ImageNet-LT-format data (6 classes, 12 ... 3 training
+    images) and return the ``--cfg-options`` that point the CE baseline
+    config's loaders and evaluators at it. Call with the data folder and
+    the test images per class."""
+    import os.path as osp
+    import subprocess
+    import sys
+
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+    def make(data: str, test_per_class: int) -> list:
+        subprocess.run([
+            sys.executable, 'tools/data/make_tiny_lt.py', data, '--counts',
+            '12', '8', '6', '4', '3', '3', '--val-per-class', '1',
+            '--test-per-class', str(test_per_class)
+        ], cwd=repo, check=True, capture_output=True)
+        opts = []
+        for key in ('train', 'val', 'test'):
+            opts += [
+                f'{key}_dataloader.dataset.data_root={data}',
+                f'{key}_dataloader.num_workers=0',
+                f'{key}_dataloader.batch_size=8'
+            ]
+        return opts + [
+            f'{key}.train_ann_file={data}/ImageNet_LT_train.txt'
+            for key in ('val_evaluator', 'test_evaluator')
+        ]
+
+    return make

@@ -39,25 +39,10 @@ def run(args):
 
 
 @pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_baseline_data):
     """Tiny data, its --cfg-options and a valid checkpoint's state dict."""
     root = tmp_path_factory.mktemp('faults')
-    data = str(root / 'data')
-    subprocess.run([
-        sys.executable, 'tools/data/make_tiny_lt.py', data, '--counts', '12',
-        '8', '6', '4', '3', '3', '--val-per-class', '1', '--test-per-class',
-        '2'
-    ], cwd=ROOT, check=True, capture_output=True)
-    opts = []
-    for key in ('train', 'val', 'test'):
-        opts += [
-            f'{key}_dataloader.dataset.data_root={data}',
-            f'{key}_dataloader.num_workers=0', f'{key}_dataloader.batch_size=8'
-        ]
-    opts += [
-        f'{key}.train_ann_file={data}/ImageNet_LT_train.txt'
-        for key in ('val_evaluator', 'test_evaluator')
-    ]
+    opts = tiny_baseline_data(str(root / 'data'), test_per_class=2)
     torch.manual_seed(0)
     state = MODELS.build(Config.fromfile(BASELINE).model).state_dict()
     return dict(root=root, opts=opts, state=state)

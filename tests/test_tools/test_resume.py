@@ -38,25 +38,11 @@ def train_losses(work):
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, tiny_baseline_data):
     """Data, options and a 2-epoch run without interruption."""
     root = tmp_path_factory.mktemp('resume')
-    data = str(root / 'data')
-    subprocess.run([
-        sys.executable, 'tools/data/make_tiny_lt.py', data, '--counts', '12',
-        '8', '6', '4', '3', '3', '--val-per-class', '1', '--test-per-class',
-        '1'
-    ], cwd=ROOT, check=True, capture_output=True)
     opts = ['default_hooks.logger.interval=1', 'train_cfg.val_interval=10']
-    for key in ('train', 'val', 'test'):
-        opts += [
-            f'{key}_dataloader.dataset.data_root={data}',
-            f'{key}_dataloader.num_workers=0', f'{key}_dataloader.batch_size=8'
-        ]
-    opts += [
-        f'{key}.train_ann_file={data}/ImageNet_LT_train.txt'
-        for key in ('val_evaluator', 'test_evaluator')
-    ]
+    opts += tiny_baseline_data(str(root / 'data'), test_per_class=1)
     work = str(root / 'full')
     train(work, opts + ['train_cfg.max_epochs=2'])
     return dict(root=root, opts=opts, work=work)

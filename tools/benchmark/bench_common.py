@@ -16,6 +16,25 @@ import torch
 MIB = 2**20
 
 
+def add_device_args(parser) -> None:
+    """Add ``--device`` and ``--threads``; see :func:`resolve_device`."""
+    parser.add_argument('--device', default=None,
+                        help='cpu or cuda (default: cuda when available)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help="torch CPU threads, 0 for torch's default "
+                        '(default 1 on CPU: on a small shared machine '
+                        'several threads spin-wait for each other and '
+                        'timings scatter several-fold)')
+
+
+def resolve_device(args) -> None:
+    """Fill in the defaults of :func:`add_device_args` in place."""
+    if args.device is None:
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if args.threads is None:
+        args.threads = 1 if args.device == 'cpu' else 0
+
+
 def sync(device: str) -> None:
     """Wait for the device's queued work, so that timers see all of it."""
     if device.startswith('cuda'):

@@ -28,7 +28,7 @@ import tempfile
 import time
 
 import torch
-from bench_common import sync
+from bench_common import add_device_args, resolve_device, sync
 
 
 def parse_args(argv=None):
@@ -49,21 +49,12 @@ def parse_args(argv=None):
     parser.add_argument('--num-classes', type=int, default=None,
                         help='classes of the corpus, 7 prompts each '
                         '(default: the batch size)')
-    parser.add_argument('--device', default=None,
-                        help='cpu or cuda (default: cuda when available)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads, 0 for torch\'s default '
-                        '(default 1 on CPU: on a small shared machine '
-                        'several threads spin-wait for each other and the '
-                        'step times scatter several-fold)')
+    add_device_args(parser)
     parser.add_argument('--quick', action='store_true',
                         help='tiny model and sizes, a sanity run')
     parser.add_argument('--json', help='also write the results here')
     args = parser.parse_args(argv)
-    if args.device is None:
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if args.threads is None:
-        args.threads = 1 if args.device == 'cpu' else 0
+    resolve_device(args)
     quick = args.quick
     if args.model is None:
         args.model = 'vlltr-tiny-rn' if quick else 'RN50'

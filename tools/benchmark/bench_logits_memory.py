@@ -29,7 +29,7 @@ import multiprocessing as mp
 import os
 
 import torch
-from bench_common import MIB, PeakMemory
+from bench_common import MIB, PeakMemory, add_device_args, resolve_device
 from rank0_losses import random_rank_inputs, rank_loss
 
 # (ranks W, local batch B_local, embedding size D): the authors' setting
@@ -52,11 +52,7 @@ def parse_case(text):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--device', default=None,
-                        help='cpu or cuda (default: cuda when available)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help="torch CPU threads, 0 for torch's default "
-                        '(default 1 on CPU)')
+    add_device_args(parser)
     parser.add_argument('--memory-cases', nargs='+', default=None,
                         type=parse_case, metavar='WxBxD',
                         help='ranks x local batch x dim (default '
@@ -65,10 +61,7 @@ def parse_args(argv=None):
                         help='tiny sizes, a sanity run')
     parser.add_argument('--json', help='also write the results here')
     args = parser.parse_args(argv)
-    if args.device is None:
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if args.threads is None:
-        args.threads = 1 if args.device == 'cpu' else 0
+    resolve_device(args)
     if args.memory_cases is None:
         args.memory_cases = list(
             QUICK_MEMORY_CASES if args.quick else MEMORY_CASES)
