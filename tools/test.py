@@ -13,11 +13,12 @@ import os.path as osp
 import tempfile
 
 import mmengine
-from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 from vlltr_mm.utils import close_distributed, setup_cpu_distributed
+from vlltr_mm.utils.rank_failure import exit_all_ranks_on_error
+from vlltr_mm.utils.tool_config import add_cfg_options, load_config
 
 
 def parse_args(argv=None):
@@ -32,11 +33,7 @@ def parse_args(argv=None):
         '--out-item',
         choices=['metrics', 'pred'],
         help='what --out holds: "metrics" or "pred" (default: "pred")')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, `key=value` pairs')
+    add_cfg_options(parser)
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -92,22 +89,20 @@ def main(argv=None):
         raise ValueError('--out-item needs --out')
     if args.out is not None:
         check_out(args.out, args.out_item or 'pred')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cfg = merge_args(cfg, args)
-    runner = Runner.from_cfg(cfg)
-
-    if args.out and args.out_item in (None, 'pred'):
-        runner.test_evaluator.metrics.append(
-            DumpResults(out_file_path=args.out))
-    try:
+    # An error on one rank ends every rank at once (no barrier that the
+    # others, blocked in the metric gather, would never reach).
+    with exit_all_ranks_on_error('testing'):
+        runner = Runner.from_cfg(cfg)
+        if args.out and args.out_item in (None, 'pred'):
+            runner.test_evaluator.metrics.append(
+                DumpResults(out_file_path=args.out))
         metrics = runner.test()
-    finally:
-        # Release the runner's model wrapper before the process group goes
-        # (see close_distributed).
-        del runner
-        close_distributed()
+    # Release the runner's model wrapper before the process group goes
+    # (see close_distributed).
+    del runner
+    close_distributed()
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)
     return metrics

@@ -5,13 +5,23 @@ Examples:
     tools/dist_train.sh configs/vlltr/cvlp_r50_imagenet-lt.py 8 --amp
 """
 import argparse
+import contextlib
+import glob
 import os
 import os.path as osp
+import time
 
-from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from vlltr_mm.utils import close_distributed, setup_cpu_distributed
+from vlltr_mm.utils.rank_failure import exit_all_ranks_on_error
+from vlltr_mm.utils.tool_config import add_cfg_options, load_config
+
+# What MMEngine's CheckpointHook leaves in a work dir (with the default
+# filename_tmpl), and what an interrupted atomic save can leave there.
+CHECKPOINT_NAMES = ('epoch_*.pth', 'iter_*.pth', 'best_*.pth',
+                    'last_checkpoint')
+UNFINISHED_SAVES = ('.*.pth.*.tmp', )
 
 
 def parse_args(argv=None):
@@ -27,6 +37,11 @@ def parse_args(argv=None):
         'the work dir when no path is given (if there is none, start '
         'afresh from the config\'s load_from)')
     parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='start afresh in a work dir that holds an earlier run\'s '
+        'checkpoints, deleting them (without it such a run is refused)')
+    parser.add_argument(
         '--amp', action='store_true', help='mixed precision training')
     parser.add_argument(
         '--no-validate',
@@ -36,12 +51,7 @@ def parse_args(argv=None):
         '--auto-scale-lr',
         action='store_true',
         help='scale the lr by the actual batch size')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, `key=value` pairs, e.g. '
-        'train_dataloader.dataset.data_root=/data/imagenet')
+    add_cfg_options(parser)
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -68,13 +78,13 @@ def latest_checkpoint(work_dir):
     if not path:
         raise SystemExit(f'{state} is empty (interrupted save?). Resume '
                          f'from a given file with --resume '
-                         f'{work_dir}/epoch_N.pth, or delete it to start '
-                         f'afresh.')
+                         f'{work_dir}/epoch_N.pth, or start afresh with '
+                         f'--overwrite instead of --resume.')
     if not osp.isfile(path):
         raise SystemExit(f'{state} names {path}, which does not exist. '
                          f'Resume from a given file with --resume '
-                         f'{work_dir}/epoch_N.pth, or delete {state} to '
-                         f'start afresh.')
+                         f'{work_dir}/epoch_N.pth, or start afresh with '
+                         f'--overwrite instead of --resume.')
     return path
 
 
@@ -113,25 +123,106 @@ def merge_args(cfg, args):
         cfg.setdefault('auto_scale_lr', {})['enable'] = True
 
     cfg.launcher = args.launcher
-    setup_cpu_distributed(cfg, args.launcher)
     return cfg
+
+
+def _names(work_dir, patterns):
+    return sorted({
+        osp.basename(p)
+        for pattern in patterns
+        for p in glob.glob(osp.join(glob.escape(work_dir), pattern))
+    })
+
+
+def _remove(work_dir, names):
+    for name in names:
+        # Every rank runs this before the group forms; one of them wins.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(osp.join(work_dir, name))
+
+
+def check_work_dir(cfg, args):
+    """Refuse to start afresh over an earlier run's checkpoints.
+
+    A run that does not resume would overwrite ``epoch_N.pth`` and leave
+    the earlier run's other files (``best_*.pth``, ``last_checkpoint``)
+    mixed with its own. It is refused unless ``--overwrite`` is given,
+    which deletes them first. Temporary files of a save that was killed
+    are removed in every case.
+
+    Args:
+        cfg (Config): The merged config (``work_dir``, ``resume``,
+            ``load_from``).
+        args (Namespace): The command line (``resume``, ``overwrite``).
+
+    Returns:
+        list[str]: Lines to log once the runner's logger exists.
+
+    Raises:
+        SystemExit: If the work dir holds checkpoints and the run neither
+            resumes nor has ``--overwrite``, or both flags are given.
+    """
+    if args.overwrite and args.resume is not None:
+        raise SystemExit('--overwrite starts afresh and --resume continues '
+                         'a run: give one of them.')
+    work_dir, notes = cfg.work_dir, []
+    found = _names(work_dir, CHECKPOINT_NAMES)
+    if found and not cfg.resume:
+        shown = ', '.join(found[:6]) + (', ...' if len(found) > 6 else '')
+        if not args.overwrite:
+            rank0 = os.environ.get('RANK', '0') == '0'
+            if args.resume == 'auto':
+                why = (f'--resume: {work_dir} has no last_checkpoint but '
+                       f'holds checkpoints of an earlier run ({shown}). '
+                       f'Continue from one of them with --resume '
+                       f'{work_dir}/<file>, or drop --resume and add '
+                       f'--overwrite to delete them and start afresh.')
+            else:
+                why = (f'{work_dir} holds checkpoints of an earlier run '
+                       f'({shown}); this run would overwrite them. Continue '
+                       f'that run with --resume, write this one to another '
+                       f'--work-dir, or add --overwrite to delete them and '
+                       f'start afresh.')
+            if rank0:
+                raise SystemExit(why)
+            # The others see the same dir and leave the message to rank 0;
+            # they leave after it, or torchrun could stop rank 0 first.
+            time.sleep(5)
+            raise SystemExit(1)
+        _remove(work_dir, found)
+        notes.append(f'--overwrite: deleted the earlier run\'s checkpoints '
+                     f'in {work_dir}: {", ".join(found)}')
+    if args.resume == 'auto' and not cfg.resume:
+        start = (f'from load_from={cfg.load_from}'
+                 if cfg.get('load_from') else 'from the initial weights')
+        notes.append(f'--resume: nothing to resume in {work_dir} (no '
+                     f'last_checkpoint); starting afresh {start}.')
+    leftovers = _names(work_dir, UNFINISHED_SAVES)
+    if leftovers:
+        _remove(work_dir, leftovers)
+        notes.append(f'Removed {len(leftovers)} temporary file(s) of an '
+                     f'interrupted checkpoint save in {work_dir}: '
+                     f'{", ".join(leftovers)}')
+    return notes
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cfg = merge_args(cfg, args)
-    runner = Runner.from_cfg(cfg)
-    try:
+    notes = check_work_dir(cfg, args)
+    setup_cpu_distributed(cfg, args.launcher)
+    # An error on one rank ends every rank at once (no barrier that the
+    # others, blocked in a collective, would never reach).
+    with exit_all_ranks_on_error('training'):
+        runner = Runner.from_cfg(cfg)
+        for note in notes:
+            runner.logger.info(note)
         runner.train()
-    finally:
-        # The runner's DDP reducer holds the process group and its gloo
-        # work; release it before the group is torn down (see
-        # close_distributed).
-        del runner
-        close_distributed()
+    # The runner's DDP reducer holds the process group and its gloo work;
+    # release it before the group is torn down (see close_distributed).
+    del runner
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -7,8 +7,9 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # CheckpointHook with atomic writes; a failed save keeps older files.
     checkpoint=dict(
-        type='CheckpointHook', interval=1, max_keep_ckpts=3,
+        type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3,
         save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
@@ -22,6 +23,9 @@ default_hooks = dict(
     # Random states in every checkpoint, restored by --resume, so that a
     # resumed run repeats the uninterrupted one.
     random_state=dict(type='RandomStateHook'),
+    # One readable line each instead of floods: frozen parameters, the LGR
+    # head's alpha / tau / anchors, the checkpoint the run started from.
+    run_summary=dict(type='RunSummaryHook'),
 )
 
 env_cfg = dict(

@@ -1,12 +1,16 @@
 # VL-LTR stage 1 (CVLP), CLIP ResNet-50, ImageNet-LT (paper §4.3).
 #
-#   tools/dist_train.sh configs/vlltr/cvlp_r50_imagenet-lt.py 8
+#   tools/dist_train.sh configs/vlltr/cvlp_r50_imagenet-lt.py 8 --amp
 #
-# 8 GPUs x 256 images, 50 epochs, AdamW lr 5e-5 (the authors' setting).
+# The authors' recipe, released as
+# configs/imagelt/pretrain/pretrain_r50.py (every value
+# and its source: docs/fidelity.md): 8 GPUs x 256 images (global batch
+# 2048), AMP.
+# Data and class text elsewhere:
+#   --cfg-options data_root=/datasets/x text_root=/datasets/text/x
 # Local CLIP weights instead of the 'openai' download:
 #   --cfg-options model.backbone.pretrained=data/clip/RN50.pt \
 #                 model.text_encoder.pretrained=data/clip/RN50.pt
-# Class text: configs/_base_/datasets/imagenet-lt_text.py.
 custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
 _base_ = [
     '../_base_/datasets/imagenet-lt.py',
@@ -16,13 +20,14 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-
 # Delivers each image's sentence tokens to the model as `texts` [B, L].
 data_preprocessor = dict(type='ClassTextDataPreprocessor')
 
 corpus = {{_base_.corpus}}
 model = dict(corpus=corpus)
 
+# lr 5e-5 for 50 epochs, min_lr 0 (pretrain_r50.py); warm-up 5 epochs
+# from 1e-6 (main.py defaults): the schedule base.
 batch_size = 256
 train_dataloader = dict(
     batch_size=batch_size,

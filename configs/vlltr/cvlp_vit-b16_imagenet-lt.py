@@ -1,9 +1,11 @@
 # VL-LTR stage 1 (CVLP), CLIP ViT-B/16 (D = 512), ImageNet-LT (paper §4.3).
 #
-#   tools/dist_train.sh configs/vlltr/cvlp_vit-b16_imagenet-lt.py 8
+#   tools/dist_train.sh configs/vlltr/cvlp_vit-b16_imagenet-lt.py 8 --amp
 #
-# The ResNet-50 recipe with the ViT-B/16 CLIP. Local weights instead of the
-# 'openai' download:
+# The ResNet-50 recipe with the authors' ViT-B/16 values, released as
+# configs/imagelt/pretrain/pretrain_vit16.py
+# (docs/fidelity.md): 8 GPUs x 128 images (global batch 1024), lr 3.5e-5.
+# Local weights instead of the 'openai' download:
 #   --cfg-options model.backbone.pretrained=data/clip/ViT-B-16.pt \
 #                 model.text_encoder.pretrained=data/clip/ViT-B-16.pt
 custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
@@ -12,6 +14,13 @@ _base_ = ['./cvlp_r50_imagenet-lt.py']
 clip_model = 'ViT-B-16'
 clip_weights = 'openai'
 model = dict(
-    backbone=dict(
-        model_name=clip_model, pretrained=clip_weights, norm_eval=False),
+    backbone=dict(model_name=clip_model, pretrained=clip_weights),
     text_encoder=dict(model_name=clip_model, pretrained=clip_weights))
+
+base_lr = 3.5e-5
+optim_wrapper = dict(optimizer=dict(lr=base_lr))
+batch_size = 128
+train_dataloader = dict(batch_size=batch_size)
+val_dataloader = dict(batch_size=batch_size)
+test_dataloader = dict(batch_size=batch_size)
+auto_scale_lr = dict(base_batch_size=1024)

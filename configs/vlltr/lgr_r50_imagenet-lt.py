@@ -1,9 +1,13 @@
 # VL-LTR stage 2 (AnSS + LGR head), CLIP ResNet-50, ImageNet-LT (paper §4.3).
 #
-#   tools/dist_train.sh configs/vlltr/lgr_r50_imagenet-lt.py 8
+#   tools/dist_train.sh configs/vlltr/lgr_r50_imagenet-lt.py 8 --amp
 #   tools/test.py configs/vlltr/lgr_r50_imagenet-lt.py \
-#       work_dirs/lgr_r50_imagenet-lt/epoch_N.pth
+#       work_dirs/lgr_r50_imagenet-lt/epoch_50.pth
 #
+# The authors' recipe, released as configs/imagelt/finetune/finetune_r50.py
+# (every value and its source: docs/fidelity.md): 8 GPUs x 128 images
+# (global batch 1024), lr 1e-3, attention lr 1e-6, 50 epochs, no warm-up,
+# cosine to 0, frozen image tower, AMP.
 # Starts from the CVLP checkpoint (load_from). Before the first epoch,
 # AnchorSentenceSelectionHook scores every corpus sentence with the stage-1
 # encoders and loads the M best per class into the head; the anchors are
@@ -26,6 +30,9 @@ default_hooks = dict(
         allow_missing=['head.'],
         allow_unexpected=['text_encoder.', 'logit_scale']))
 
+# alpha 0.2: the authors' inference fusion for ImageNet-LT / Places-LT
+# (engine.evaluate_LT); choose your own on val with
+# tools/analysis/choose_fusion.py.
 model = dict(head=dict(num_classes=1000, alpha=0.2))
 
 custom_hooks = [
@@ -35,7 +42,9 @@ custom_hooks = [
         # The text tower of the backbone's CLIP model, with weights from the
         # stage-1 checkpoint (None: load_from).
         checkpoint=None,
-        # Pool: the whole balanced val split, 20 images per class (authors).
+        # Pool: the whole balanced val split, 20 images per class, once
+        # each with the test pipeline (the authors' select_sent with
+        # test=True scores against the val loader).
         pool=dict(split='val', max_per_class=None, mode='first'),
         # 'cutoff' keeps the first M sentences instead (Table 4 #7).
         selection='anss',

@@ -10,12 +10,12 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from _model_index import registered_model
 from mmcv.image import imread
 from mmengine.config import Config
 from mmengine.dataset import Compose, default_collate
 from mmengine.runner import load_checkpoint
 from mmpretrain.apis import ImageClassificationInferencer, inference_model
-from mmpretrain.apis.model import ModelHub
 from mmpretrain.registry import MODELS, TRANSFORMS
 from PIL import Image
 
@@ -147,25 +147,8 @@ def test_image_classification_inferencer(files):
 def test_inference_model(files, tmp_path):
     """``inference_model`` picks its inferencer from a model-index entry,
     as for MMPretrain's own models: register one for the config."""
-    name = f'vlltr-lgr-tiny-{tmp_path.name}'.lower()
-    index = tmp_path / 'model-index.yml'
-    index.write_text(f'''Models:
-  - Name: {name}
-    Metadata:
-      Training Data: ImageNet-LT
-    Results:
-      - Task: Image Classification
-        Dataset: ImageNet-LT
-        Metrics:
-          Top 1 Accuracy: 0.0
-    Weights: {files['ckpt']}
-    Config: {files['cfg_path']}
-''')
-    ModelHub.register_model_index(index)
-    try:
+    with registered_model(tmp_path, files['ckpt'], files['cfg_path']) as name:
         result = inference_model(name, files['image'], device='cpu')
-    finally:
-        ModelHub._models_dict.pop(name, None)
     sample, fused = head_prediction(files)
     check_result(result, sample, fused)
 

@@ -108,7 +108,8 @@ def test_undecodable_image_at_run_time(tmp_path):
 def test_zero_image_class_is_named(tmp_path):
     (tmp_path / 'a').mkdir()
     (tmp_path / 'a' / 'x.png').write_bytes(png_bytes())
-    (tmp_path / 'list.txt').write_text('a/x.png 0\na/x.png 2\n')
+    (tmp_path / 'a' / 'y.png').write_bytes(png_bytes())
+    (tmp_path / 'list.txt').write_text('a/x.png 0\na/y.png 2\n')
     with pytest.warns(UserWarning, match=r"list\.txt: 1 of 3 classes have "
                       r"no image in this split: 1 'goldfish'"):
         ds = build(tmp_path, ann_file='list.txt',

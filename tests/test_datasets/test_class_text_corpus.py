@@ -137,8 +137,20 @@ def test_class_without_sentences_and_prompts_off_is_an_error(wiki_root):
 
 
 def test_class_name_sources_must_agree(wiki_root):
-    with pytest.raises(ValueError, match='has 3 classes but 2 class names'):
+    with pytest.raises(ValueError, match=(
+            r'the labels file .*labels\.txt has 3 classes but the '
+            'class_names argument has 2')):
         build(wiki_root, class_names=['a', 'b'])
+    # the same names in another order: the wiki files follow the file
+    with pytest.raises(ValueError, match=(
+            r"'sea otter' is class 1 in the labels file .*labels\.txt but "
+            'class 0 in the class_names argument')):
+        build(wiki_root, class_names=['sea otter', 'tabby cat', 'axolotl'])
+    # spelling (case, underscores) is not a different name
+    corpus = build(wiki_root, class_names=['Tabby_cat', 'sea otter',
+                                           'axolotl'], templates='simple')
+    assert corpus.class_names[0] == 'Tabby_cat'
+    assert corpus.class_names_source == str(wiki_root / 'labels.txt')
     with pytest.raises(ValueError, match='class_names or labels_file'):
         ClassTextCorpus()
 

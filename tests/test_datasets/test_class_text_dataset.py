@@ -99,8 +99,10 @@ def test_built_objects_and_count_mismatch(ds_cfg, tmp_path):
     assert len(ds) == 10 and ds[0]['text_tokens'].shape == (77, )
     labels = tmp_path / 'labels.txt'
     labels.write_text('cat\ndog\nbird\n')
-    with pytest.raises(ValueError, match='corpus has 3 classes but the '
-                       'dataset has 2'), pytest.warns(UserWarning):
+    with pytest.raises(ValueError, match=(
+            r'the corpus \(.*labels\.txt\) has 3 classes but the dataset '
+            r'\(CustomDataset\.metainfo\) has 2')), pytest.warns(
+                UserWarning):
         ClassTextDataset(inner, dict(labels_file=str(labels),
                                      templates=TEMPLATES))
     with pytest.warns(UserWarning, match='prompts only'):

@@ -1,7 +1,4 @@
 """AnchorSentenceSelectionHook inside real MMEngine runners (tiny CLIP)."""
-import importlib.util
-import json
-import math
 import os
 import os.path as osp
 import socket
@@ -11,160 +8,30 @@ import sys
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
-from mmengine.runner import Runner
+from _anss_runs import (
+    AUTHORS_POOL,
+    LOG_SCALE,
+    MEAN,
+    MODEL,
+    NUM_ANCHORS,
+    REPO,
+    TRAIN_PIPELINE,
+    built_corpus,
+    corpus_cfg,
+    dataset_cfg,
+    lgr_cfg,
+    log_text,
+    train,
+)
 from mmpretrain.registry import DATASETS, MODELS, TASK_UTILS
 
 import vlltr_mm  # registers everything
-from vlltr_mm.engine.hooks import AnchorSentenceSelectionHook
 from vlltr_mm.engine.hooks.anss_artifact import artifact_key
 from vlltr_mm.engine.hooks.anss_inputs import embed_sentences
 from vlltr_mm.engine.hooks.anss_report import check_corpus
 from vlltr_mm.engine.hooks.anss_scoring import lin_loss_scores, select_anchors
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-MODEL = 'vlltr-tiny-rn'
-NUM_ANCHORS = 8
-LOG_SCALE = math.log(20.0)
-MEAN = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
-STD = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
-
-
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-def _make_tiny_lt():
-    spec = importlib.util.spec_from_file_location(
-        'make_tiny_lt', osp.join(REPO, 'tools', 'data', 'make_tiny_lt.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_tiny_lt
-
-
-def _save_stage1(path, seed):
-    torch.manual_seed(seed)
-    visual = MODELS.build(dict(type='OpenCLIPVisual', model_name=MODEL))
-    text = MODELS.build(dict(type='OpenCLIPTextEncoder', model_name=MODEL))
-    state = {f'backbone.{k}': v for k, v in visual.state_dict().items()}
-    state.update(
-        {f'text_encoder.{k}': v
-         for k, v in text.state_dict().items()})
-    state['logit_scale'] = torch.tensor(LOG_SCALE)
-    state['teacher.ignored'] = torch.zeros(1)
-    torch.save({'state_dict': state, 'meta': {}}, path)
-    return path
-
-
-@pytest.fixture(scope='module')
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp('anss')
-    info = _make_tiny_lt()(
-        str(root / 'data'),
-        num_classes=4,
-        counts=[12, 8, 4, 2],
-        val_per_class=3,
-        test_per_class=1)
-    names = info['classes']
-    # Classes 0-2 get templates + descriptions (>= M sentences), class 3
-    # only the 7 'simple' templates (< M = 8 -> one padded slot).
-    desc = {
-        names[0]: 'It is a red thing with stripes. Many red things exist. '
-        'Its stripes run across the picture.',
-        names[1]: 'A green object is often seen in gardens. Green is the '
-        'colour of grass.',
-        names[2]: 'Blue is a primary colour. The sky looks blue on clear '
-        'days. Oceans also appear blue.',
-    }
-    json_file = root / 'desc.json'
-    json_file.write_text(json.dumps(desc))
-    other_json = root / 'desc_other.json'
-    other_json.write_text(
-        json.dumps(dict(desc, **{names[3]: 'A brand new sentence here.'})))
-    return dict(
-        root=root,
-        data=info['root'],
-        names=names,
-        json=str(json_file),
-        other_json=str(other_json),
-        ckpt=_save_stage1(str(root / 'cvlp.pth'), 0),
-        other_ckpt=_save_stage1(str(root / 'cvlp_other.pth'), 1))
-
-
-def _dataset(assets, split):
-    return dict(
-        type='LongTailListDataset',
-        data_root=assets['data'],
-        ann_file=f'ImageNet_LT_{split}.txt',
-        pipeline=[dict(type='LoadImageFromFile'),
-                  dict(type='PackInputs')])
-
-
-def _corpus(assets, json_key='json'):
-    return dict(
-        type='ClassTextCorpus',
-        json_file=assets[json_key],
-        templates='simple',
-        tokenizer='RN50')
-
-
-def _cfg(assets, work_dir, with_hook=True, max_epochs=1, **hook):
-    hook_cfg = dict(
-        type='AnchorSentenceSelectionHook',
-        corpus=_corpus(assets),
-        text_encoder=dict(type='OpenCLIPTextEncoder', model_name=MODEL),
-        batch_size=5,
-        num_workers=0,
-        chunk_size=7)
-    hook_cfg.update(hook)
-    return Config(
-        dict(
-            model=dict(
-                type='ImageClassifier',
-                data_preprocessor=dict(
-                    type='ClsDataPreprocessor',
-                    mean=MEAN,
-                    std=STD,
-                    to_rgb=True),
-                backbone=dict(
-                    type='OpenCLIPVisual', model_name=MODEL, frozen=True),
-                head=dict(
-                    type='LGRHead',
-                    num_classes=4,
-                    in_channels=16,
-                    num_anchors=NUM_ANCHORS)),
-            work_dir=str(work_dir),
-            train_dataloader=dict(
-                dataset=_dataset(assets, 'train'),
-                sampler=dict(type='DefaultSampler', shuffle=True),
-                batch_size=8,
-                num_workers=0),
-            val_dataloader=dict(
-                dataset=_dataset(assets, 'val'),
-                sampler=dict(type='DefaultSampler', shuffle=False),
-                batch_size=8,
-                num_workers=0),
-            val_evaluator=dict(type='Accuracy', topk=(1, )),
-            train_cfg=dict(by_epoch=True, max_epochs=max_epochs,
-                           val_interval=100),
-            val_cfg=dict(),
-            optim_wrapper=dict(
-                optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0)),
-            default_hooks=dict(
-                checkpoint=dict(type='CheckpointHook', interval=1),
-                logger=dict(type='LoggerHook', interval=100)),
-            custom_hooks=[hook_cfg] if with_hook else [],
-            load_from=assets['ckpt'],
-            log_level='WARNING',
-            default_scope='mmpretrain',
-            randomness=dict(seed=0)))
-
-
-def _train(cfg):
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    hook = [h for h in runner.hooks
-            if isinstance(h, AnchorSentenceSelectionHook)]
-    return runner, (hook[0] if hook else None)
 
 
 def _reference(assets, runner):
@@ -175,10 +42,9 @@ def _reference(assets, runner):
         k[13:]: v
         for k, v in state.items() if k.startswith('text_encoder.')
     })
-    corpus = TASK_UTILS.build(
-        dict(_corpus(assets), class_names=assets['names']))
+    corpus = built_corpus(assets)
     model = runner.model
-    cfg = dict(_dataset(assets, 'val'))
+    cfg = dict(dataset_cfg(assets, 'val'))
     pool = DATASETS.build(cfg)
     with torch.no_grad():
         text_embeds = text.eval()(corpus.get_tokens(
@@ -195,7 +61,7 @@ def _reference(assets, runner):
 
 
 def test_anchors_computed_loaded_and_reused(assets, tmp_path):
-    runner, hook = _train(_cfg(assets, tmp_path))
+    runner, hook = train(lgr_cfg(assets, tmp_path))
     out = tmp_path / 'anss_anchors.pth'
     assert hook.reused is False and out.is_file()
     art = torch.load(out, weights_only=True)
@@ -228,54 +94,55 @@ def test_anchors_computed_loaded_and_reused(assets, tmp_path):
 
     # a second run with the same inputs reuses the artifact untouched
     mtime = os.stat(out).st_mtime_ns
-    runner2, hook2 = _train(_cfg(assets, tmp_path))
+    runner2, hook2 = train(lgr_cfg(assets, tmp_path))
     assert hook2.reused is True and os.stat(out).st_mtime_ns == mtime
     torch.testing.assert_close(runner2.model.head.anchors, head.anchors)
 
     # resuming (load_from dropped, as tools/train.py --resume does) finds
     # the stage-1 checkpoint in the checkpoint meta and reuses the artifact
-    cfg = _cfg(assets, tmp_path, max_epochs=2)
+    cfg = lgr_cfg(assets, tmp_path, max_epochs=2)
     cfg.resume, cfg.load_from = True, None
-    runner3, hook3 = _train(cfg)
+    runner3, hook3 = train(cfg)
     assert hook3.reused is True and os.stat(out).st_mtime_ns == mtime
     assert runner3.epoch == 2
 
     # another corpus -> recomputed (with a warning), artifact replaced
-    _, hook4 = _train(
-        _cfg(assets, tmp_path, corpus=_corpus(assets, 'other_json')))
+    _, hook4 = train(
+        lgr_cfg(assets, tmp_path, corpus=corpus_cfg(assets, 'other_json')))
     assert hook4.reused is False
     art4 = torch.load(out, weights_only=True)
     assert art4['meta']['corpus_fingerprint'] != meta['corpus_fingerprint']
     assert art4['mask'].all()  # class 3 has 8 sentences now
 
     # another stage-1 checkpoint -> recomputed as well
-    _, hook5 = _train(_cfg(assets, tmp_path, checkpoint=assets['other_ckpt']))
+    _, hook5 = train(
+        lgr_cfg(assets, tmp_path, checkpoint=assets['other_ckpt']))
     assert hook5.reused is False
     art5 = torch.load(out, weights_only=True)
     assert art5['meta']['checkpoint_sha256'] != meta['checkpoint_sha256']
 
 
 def test_explicit_artifact_must_match(assets, tmp_path):
-    _train(_cfg(assets, tmp_path / 'a'))
+    train(lgr_cfg(assets, tmp_path / 'a'))
     good = str(tmp_path / 'a' / 'anss_anchors.pth')
-    _, hook = _train(_cfg(assets, tmp_path / 'b', artifact=good))
+    _, hook = train(lgr_cfg(assets, tmp_path / 'b', artifact=good))
     assert hook.reused is True
     with pytest.raises(ValueError, match='checkpoint_sha256'):
-        _train(
-            _cfg(assets, tmp_path / 'c', artifact=good,
-                 checkpoint=assets['other_ckpt']))
+        train(
+            lgr_cfg(assets, tmp_path / 'c', artifact=good,
+                    checkpoint=assets['other_ckpt']))
     with pytest.raises(ValueError, match='corpus_fingerprint'):
-        _train(
-            _cfg(assets, tmp_path / 'd', artifact=good,
-                 corpus=_corpus(assets, 'other_json')))
+        train(
+            lgr_cfg(assets, tmp_path / 'd', artifact=good,
+                    corpus=corpus_cfg(assets, 'other_json')))
     with pytest.raises(FileNotFoundError, match='artifact'):
-        _train(
-            _cfg(assets, tmp_path / 'e',
-                 artifact=str(tmp_path / 'nope.pth')))
+        train(
+            lgr_cfg(assets, tmp_path / 'e',
+                    artifact=str(tmp_path / 'nope.pth')))
 
 
 def test_cutoff_selection(assets, tmp_path):
-    runner, hook = _train(_cfg(assets, tmp_path, selection='cutoff'))
+    runner, hook = train(lgr_cfg(assets, tmp_path, selection='cutoff'))
     art = torch.load(tmp_path / 'anss_anchors.pth', weights_only=True)
     offsets = torch.from_numpy(hook_corpus_offsets(assets))
     expected = offsets[:-1, None] + torch.arange(NUM_ANCHORS)
@@ -287,27 +154,26 @@ def test_cutoff_selection(assets, tmp_path):
 
 
 def hook_corpus_offsets(assets):
-    corpus = TASK_UTILS.build(
-        dict(_corpus(assets), class_names=assets['names']))
+    corpus = built_corpus(assets)
     return corpus.class_offsets
 
 
 def test_pool_from_train_split_first_k(assets, tmp_path):
-    _, hook = _train(
-        _cfg(assets, tmp_path,
-             pool=dict(split='train', max_per_class=3, mode='random')))
+    _, hook = train(
+        lgr_cfg(assets, tmp_path,
+                pool=dict(split='train', max_per_class=3, mode='random')))
     art = torch.load(tmp_path / 'anss_anchors.pth', weights_only=True)
     assert art['meta']['num_pool_images'] == 3 + 3 + 3 + 2
 
 
 def test_missing_checkpoint_is_a_clear_error(assets, tmp_path):
-    cfg = _cfg(assets, tmp_path, checkpoint=str(tmp_path / 'missing.pth'))
+    cfg = lgr_cfg(assets, tmp_path, checkpoint=str(tmp_path / 'missing.pth'))
     with pytest.raises(FileNotFoundError, match='stage-1 checkpoint'):
-        _train(cfg)
-    cfg = _cfg(assets, tmp_path)
+        train(cfg)
+    cfg = lgr_cfg(assets, tmp_path)
     cfg.load_from = None
     with pytest.raises(ValueError, match='needs the stage-1'):
-        _train(cfg)
+        train(cfg)
 
 
 def test_checkpoint_without_text_encoder(assets, tmp_path):
@@ -317,12 +183,12 @@ def test_checkpoint_without_text_encoder(assets, tmp_path):
                                if not k.startswith('text_encoder.')},
                 'meta': {}}, bad)
     with pytest.raises(KeyError, match=r'text_encoder\.\* weights'):
-        _train(_cfg(assets, tmp_path, checkpoint=bad))
+        train(lgr_cfg(assets, tmp_path, checkpoint=bad))
 
 
 def test_head_without_anchors_is_never_used(assets, tmp_path):
     with pytest.raises(RuntimeError, match='anchor'):
-        _train(_cfg(assets, tmp_path, with_hook=False))
+        train(lgr_cfg(assets, tmp_path, with_hook=False))
 
 
 def _free_port():
@@ -350,20 +216,29 @@ def _torchrun_train(cfg_file, work_dir):
 
 @pytest.mark.slow
 def test_two_processes_match_single_process(assets, tmp_path):
-    _train(_cfg(assets, tmp_path / 'single', chunk_size=4096))
-    cfg = _cfg(assets, tmp_path / 'dist')
-    cfg.log_level = 'INFO'
-    cfg.custom_imports = dict(imports=['vlltr_mm'],
-                              allow_failed_imports=False)
-    cfg_file = str(tmp_path / 'lgr.py')
-    cfg.dump(cfg_file)
-    log = _torchrun_train(cfg_file, tmp_path / 'dist')
+    # The authors' iNat pool: a random draw and random augmentation, each
+    # rank embedding its shard of it.
+    def cfg_of(work, **hook):
+        return lgr_cfg(assets, tmp_path / work, pool=AUTHORS_POOL,
+                       train_pipeline=TRAIN_PIPELINE, **hook)
+
+    train(cfg_of('single', chunk_size=4096))
+
+    def dump(cfg, name):
+        cfg.log_level = 'INFO'
+        cfg.custom_imports = dict(imports=['vlltr_mm'],
+                                  allow_failed_imports=False)
+        cfg.dump(str(tmp_path / name))
+        return str(tmp_path / name)
+
+    log = _torchrun_train(dump(cfg_of('dist'), 'lgr.py'), tmp_path / 'dist')
     assert 'Distributed training: True' in log
     assert 'AnSS: computing anchors' in log and 'chose' in log
     single = torch.load(tmp_path / 'single' / 'anss_anchors.pth',
                         weights_only=True)
     double = torch.load(tmp_path / 'dist' / 'anss_anchors.pth',
                         weights_only=True)
+    assert single['meta']['pool_sha256'] == double['meta']['pool_sha256']
     assert torch.equal(single['indices'], double['indices'])
     torch.testing.assert_close(single['scores'], double['scores'])
     torch.testing.assert_close(single['anchors'], double['anchors'])
@@ -371,16 +246,18 @@ def test_two_processes_match_single_process(assets, tmp_path):
     ckpt = torch.load(tmp_path / 'dist' / 'epoch_1.pth', weights_only=True)
     torch.testing.assert_close(ckpt['state_dict']['head.anchors'][mask],
                                single['anchors'][mask])
-    # second run: rank 0 reuses the artifact and broadcasts it; the hook
-    # checks that every rank ends up with the same anchors
-    log = _torchrun_train(cfg_file, tmp_path / 'dist')
+    # a run given that artifact: rank 0 reads it and broadcasts it; the
+    # hook checks that every rank ends up with the same anchors
+    artifact = str(tmp_path / 'dist' / 'anss_anchors.pth')
+    log = _torchrun_train(dump(cfg_of('dist2', artifact=artifact),
+                               'lgr2.py'), tmp_path / 'dist2')
     assert 'AnSS: reusing' in log and 'identical on all 2 ranks' in log
 
 
 def test_sentence_embedding_builds_no_autograd_graph(assets):
     """Embedding the corpus must not keep activations for backward."""
     corpus = TASK_UTILS.build(
-        dict(_corpus(assets), class_names=['a', 'b', 'c', 'd', 'e', 'f']))
+        dict(corpus_cfg(assets), class_names=['a', 'b', 'c', 'd', 'e', 'f']))
     feats = embed_sentences(
         dict(type='OpenCLIPTextEncoder', model_name=MODEL), assets['ckpt'],
         corpus, torch.device('cpu'), 5)
@@ -388,21 +265,16 @@ def test_sentence_embedding_builds_no_autograd_graph(assets):
     assert not feats.requires_grad and feats.grad_fn is None
 
 
-def _log_text(runner):
-    with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
-        return f.read()
-
-
 def _report_sections(text):
     """class index -> (kept rows, dropped rows, kinds by row) of a report."""
-    sections, part = {}, None
+    sections, part, c = {}, None, None
     for line in text.splitlines():
-        if line.startswith('## '):
+        if line.startswith('## ') and line[3].isdigit():
             c = int(line[3:].split(':')[0])
             sections[c] = ([], [], {})
         elif line in ('### Kept', '### Dropped'):
             part = 0 if line == '### Kept' else 1
-        elif line.startswith('| ') and line[2].isdigit():
+        elif c is not None and line.startswith('| ') and line[2].isdigit():
             cells = [x.strip() for x in line.strip('|').split(' | ')]
             row = int(cells[3])
             sections[c][part].append(row)
@@ -412,11 +284,10 @@ def _report_sections(text):
 
 def test_report_lists_kept_then_dropped_and_tool_renders_it(assets,
                                                            tmp_path):
-    runner, _ = _train(_cfg(assets, tmp_path))
+    runner, _ = train(lgr_cfg(assets, tmp_path))
     art = torch.load(tmp_path / 'anss_anchors.pth', weights_only=True)
     report = tmp_path / 'anss_anchors_report.md'
-    corpus = TASK_UTILS.build(
-        dict(_corpus(assets), class_names=assets['names']))
+    corpus = built_corpus(assets)
     sections = _report_sections(report.read_text())
     assert sorted(sections) == [0, 1, 2, 3]
     for c, name in enumerate(assets['names']):
@@ -442,33 +313,37 @@ def test_report_lists_kept_then_dropped_and_tool_renders_it(assets,
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.read_text() == report.read_text()
+    assert 'AnSS summary: 4 classes; ' in proc.stdout
     # another corpus does not fit the artifact
-    other = TASK_UTILS.build(
-        dict(_corpus(assets, 'other_json'), class_names=assets['names']))
+    other = built_corpus(assets, 'other_json')
     with pytest.raises(ValueError, match='not the one of the AnSS artifact'):
         check_corpus(art, other, 'artifact')
 
 
 def test_key_covers_pool_pipeline(assets, tmp_path):
-    _train(_cfg(assets, tmp_path))
+    train(lgr_cfg(assets, tmp_path))
     out = tmp_path / 'anss_anchors.pth'
     pipeline = [dict(type='LoadImageFromFile', to_float32=True),
                 dict(type='PackInputs')]
-    runner, hook = _train(_cfg(assets, tmp_path,
-                               pool=dict(pipeline=pipeline)))
+    runner, hook = train(
+        lgr_cfg(assets, tmp_path, pool=dict(pipeline=pipeline)))
     assert hook.reused is False
-    log = _log_text(runner)
+    log = log_text(runner)
     why = log[log.index('AnSS: computing anchors'):].splitlines()[0]
-    # the pipeline and nothing else differs
-    assert 'pool_pipeline_sha256' in why and why.count('!=') == 1
+    # the pipeline (its config and the option) and nothing else differs
+    assert why.count('!=') == 2
+    assert 'pool_pipeline_sha256' in why
+    assert "pool_options: artifact 'split=val max_per_class=50 mode=first " \
+        "draw=None pipeline=val seed=0 dataset=split' != expected " \
+        "'split=val max_per_class=50 mode=first draw=None " \
+        "pipeline=custom seed=0 dataset=split'" in why
     meta = torch.load(out, weights_only=True)['meta']
     assert meta['pool_list_sha256'] == vlltr_mm.utils.file_sha256(
         osp.join(assets['data'], 'ImageNet_LT_val.txt'))
 
 
 def test_key_covers_towers_selection_and_m(assets):
-    corpus = TASK_UTILS.build(
-        dict(_corpus(assets), class_names=assets['names']))
+    corpus = built_corpus(assets)
     text = dict(type='OpenCLIPTextEncoder', model_name=MODEL)
     model = dict(backbone=dict(type='OpenCLIPVisual', model_name=MODEL),
                  data_preprocessor=dict(mean=MEAN))
@@ -495,10 +370,10 @@ def test_pool_without_a_class_warns_with_its_name(assets, tmp_path):
     lines = open(osp.join(assets['data'], 'ImageNet_LT_val.txt')).readlines()
     lst = tmp_path / 'val_no3.txt'
     lst.write_text(''.join(x for x in lines if not x.rstrip().endswith(' 3')))
-    pool = dict(dataset=dict(_dataset(assets, 'val'), ann_file=str(lst)))
-    runner, _ = _train(_cfg(assets, tmp_path, pool=pool))
+    pool = dict(dataset=dict(dataset_cfg(assets, 'val'), ann_file=str(lst)))
+    runner, _ = train(lgr_cfg(assets, tmp_path, pool=pool))
     assert (f"val_no3.txt) has no image of 1 classes ['{assets['names'][3]}']"
-            in _log_text(runner))
+            in log_text(runner))
     art = torch.load(tmp_path / 'anss_anchors.pth', weights_only=True)
     offsets = hook_corpus_offsets(assets)
     assert torch.isinf(art['scores'][offsets[3]:offsets[4]]).all()
@@ -517,17 +392,27 @@ def test_nan_stage1_checkpoint_names_the_file(assets, tmp_path):
     bad = str(tmp_path / 'cvlp_nan.pth')
     torch.save(ckpt, bad)
     with pytest.raises(ValueError, match=r'cvlp_nan\.pth.*non-finite'):
-        _train(_cfg(assets, tmp_path, checkpoint=bad))
+        train(lgr_cfg(assets, tmp_path, checkpoint=bad))
     empty = tmp_path / 'cvlp_empty.pth'
     empty.write_bytes(b'')
     with pytest.raises(ValueError, match=r'cannot read .*cvlp_empty\.pth'):
-        _train(_cfg(assets, tmp_path, checkpoint=str(empty)))
+        train(lgr_cfg(assets, tmp_path, checkpoint=str(empty)))
 
 
 def test_num_anchors_is_the_heads(assets, tmp_path):
     # equal to the head's: accepted (old configs); different: refused
-    _, hook = _train(_cfg(assets, tmp_path, num_anchors=NUM_ANCHORS,
-                          selection='cutoff'))
+    _, hook = train(lgr_cfg(assets, tmp_path, num_anchors=NUM_ANCHORS,
+                            selection='cutoff'))
     assert hook.reused is False
     with pytest.raises(ValueError, match="head's value is used"):
-        _train(_cfg(assets, tmp_path, num_anchors=NUM_ANCHORS + 1))
+        train(lgr_cfg(assets, tmp_path, num_anchors=NUM_ANCHORS + 1))
+
+
+def test_corpus_in_another_class_order_is_refused(assets, tmp_path):
+    names = assets['names']
+    swapped = [names[1], names[0], *names[2:]]
+    cfg = lgr_cfg(assets, tmp_path,
+                  corpus=dict(corpus_cfg(assets), class_names=swapped))
+    with pytest.raises(ValueError,
+                       match=r'the AnSS corpus .* order the classes'):
+        train(cfg)

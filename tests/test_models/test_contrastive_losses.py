@@ -207,6 +207,78 @@ def test_teacher_is_constant():
     torch.testing.assert_close(half, full, rtol=0, atol=2e-3)
 
 
+# --------------------------------------------------------------------------
+# Precision: the losses run in float32 whatever autocast and the towers do.
+
+
+def loss_fns(b):
+    """Both losses at CLIP's 1/tau = 100, as functions of the student's
+    image and text embeddings and logit scale."""
+    ccl = ClassWiseContrastiveLoss(label_smoothing=0.1)
+    dis = CLIPDistillationLoss()
+    return {
+        'ccl': lambda i, t, s: ccl(i, t, b['labels'], s),
+        'distill': lambda i, t, s: dis(i, t, b['t_img'].float(),
+                                       b['t_txt'].float(), s, 100.0)}
+
+
+def loss_and_grads(fn, img, txt, autocast):
+    """Loss and the gradients of image, text and scale (a leaf of 100)."""
+    img, txt = (x.detach().clone().requires_grad_() for x in (img, txt))
+    scale = torch.tensor(100.0, requires_grad=True)
+    with torch.autocast('cpu', torch.bfloat16, enabled=autocast):
+        loss = fn(img, txt, scale)
+    loss.backward()
+    return loss.detach(), img.grad, txt.grad, scale.grad
+
+
+def rel_gap(value, ref):
+    """Largest absolute difference over the largest reference entry."""
+    return ((value.double() - ref.double()).abs().max() /
+            ref.double().abs().max()).item()
+
+
+@pytest.mark.parametrize('name', ['ccl', 'distill'])
+def test_bf16_autocast_matches_float32(name):
+    b = make_batch(batch_size=32, dim=16, dtype=torch.float32, seed=5)
+    fn = loss_fns(b)[name]
+    ref = loss_and_grads(fn, b['img'], b['txt'], autocast=False)
+    got = loss_and_grads(fn, b['img'], b['txt'], autocast=True)
+    assert got[0].dtype == torch.float32
+    for value, expected in zip(got, ref):
+        assert rel_gap(value, expected) <= 1e-3
+
+    # The check has teeth: the same formula with its matmul left to
+    # autocast (bf16 logits) misses float32 by far more.
+    img = b['img'].clone().requires_grad_()
+    with torch.autocast('cpu', torch.bfloat16):
+        low = naive_ccl(img, b['txt'], b['labels'], 100.0, eps=0.1)
+    low.backward()
+    full = b['img'].clone().requires_grad_()
+    naive_ccl(full, b['txt'], b['labels'], 100.0, eps=0.1).backward()
+    assert rel_gap(img.grad, full.grad) > 1e-2
+
+
+@pytest.mark.parametrize('name', ['ccl', 'distill'])
+def test_low_precision_features_get_float32_losses(name):
+    """bf16 features (as bf16 towers hand them), not normalised: the loss
+    is the float32 loss of the upcast, normalised features, and their
+    gradients are its gradients rounded once to bf16."""
+    b = make_batch(batch_size=12, dim=8, dtype=torch.float32, seed=6)
+    fn = loss_fns(b)[name]
+    img16, txt16 = (3 * b['img']).bfloat16(), (0.5 * b['txt']).bfloat16()
+    loss, g_img, g_txt, g_scale = loss_and_grads(fn, img16, txt16, True)
+    assert loss.dtype == torch.float32 and g_img.dtype == torch.bfloat16
+    ref = loss_and_grads(fn, img16.float(), txt16.float(), False)
+    assert torch.equal(loss, ref[0]) and torch.equal(g_scale, ref[3])
+    assert torch.equal(g_img, ref[1].bfloat16())
+    assert torch.equal(g_txt, ref[2].bfloat16())
+    # Normalised inside: the scale of the inputs does not matter.
+    unit = loss_and_grads(fn, F.normalize(img16.float(), dim=1),
+                          F.normalize(txt16.float(), dim=1), False)
+    torch.testing.assert_close(loss, unit[0], rtol=1e-6, atol=0)
+
+
 def test_not_distributed_gather_is_identity():
     x = torch.randn(3, 2, requires_grad=True)
     assert gather_with_grad(x) is x

@@ -83,12 +83,14 @@ def test_loss_keys_and_teacher_isolation(tmp_path):
         for g in wrapper.optimizer.param_groups for p in g['params']
     }
     assert not any(id(p) in group_ids for p in teacher_params)
-    # The logit scale sits in a group without weight decay.
+    # The 0-dim logit scale is weight-decayed, as the authors' rule
+    # (no decay iff 1-D or '*.bias') does.
     scale_groups = [
         g for g in wrapper.optimizer.param_groups
         if any(p is model.logit_scale for p in g['params'])
     ]
-    assert len(scale_groups) == 1 and scale_groups[0]['weight_decay'] == 0
+    assert len(scale_groups) == 1
+    assert scale_groups[0]['weight_decay'] == optim_cfg.optimizer.weight_decay
 
     before_teacher = copy.deepcopy(model.teacher.visual.state_dict())
     before_student = copy.deepcopy(model.backbone.state_dict())
@@ -98,6 +100,25 @@ def test_loss_keys_and_teacher_isolation(tmp_path):
     assert any(not torch.equal(v, before_student[k])
                for k, v in model.backbone.state_dict().items())
     assert all(p.grad is None for p in teacher_params)
+
+
+def test_losses_are_float32_under_bf16_autocast(tmp_path):
+    """The towers run in bf16, the CVLP losses in float32 (Eqs. 2-3)."""
+    torch.manual_seed(0)
+    model = MODELS.build(cvlp_cfg(tmp_path))
+    images, texts, idx, samples = make_batch(model)
+    with torch.autocast('cpu', torch.bfloat16):
+        feats = model.extract_image_feat(images)
+        losses = model(images, samples, mode='loss', texts=texts,
+                       text_indices=idx)
+    assert feats.dtype == torch.bfloat16
+    for key in ('loss_ccl', 'loss_distill'):
+        assert losses[key].dtype == torch.float32, key
+        assert torch.isfinite(losses[key])
+    total_loss(losses).backward()
+    assert model.logit_scale.grad.dtype == torch.float32
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters()
+               if p.grad is not None)
 
 
 def test_teacher_text_cache_keys(tmp_path):

@@ -1,5 +1,6 @@
 import math
 import os
+import re
 import time
 
 import open_clip
@@ -179,6 +180,38 @@ def test_minilm_tower_matches_transformers(model, tokens):
     torch.testing.assert_close(emb, pooled @ model.text.proj.weight.T,
                                atol=1e-5, rtol=1e-5)
     assert emb.shape == (3, dc.DEMO_EMBED_DIM)
+
+
+def test_build_is_quiet(capfd):
+    # Expected leftovers (the BERT pooler, the random towers open_clip
+    # creates before our loaders run) are not reported on every build.
+    dc.build_demo_clip_model(seed=0)
+    out = ''.join(capfd.readouterr())
+    for noise in ('LOAD REPORT', 'initialized partially',
+                  'initialized randomly', 'Loading weights'):
+        assert noise not in out
+
+
+def test_minilm_mismatch_is_an_error(model, tmp_path):
+    from safetensors.torch import load_file, save_file
+    src = load_file(os.path.join(MINILM_DIR, 'model.safetensors'))
+    assert {k for k in src if k.startswith('pooler.')} == {
+        'pooler.dense.weight', 'pooler.dense.bias'}
+    bad = dict(src)
+    del bad['encoder.layer.0.output.dense.bias']
+    bad['encoder.extra.weight'] = torch.zeros(2)
+    bad['embeddings.LayerNorm.weight'] = bad[
+        'embeddings.LayerNorm.weight'].double()
+    save_file(bad, str(tmp_path / 'model.safetensors'))
+    with pytest.raises(RuntimeError, match=(
+            rf'MiniLM weights {re.escape(str(tmp_path))}/model\.safetensors '
+            r'do not fit the '
+            r'demo text tower: missing keys \(1\): encoder\.layer\.0\.'
+            r'output\.dense\.bias; unexpected keys \(1\): encoder\.extra'
+            r'\.weight; shape / dtype mismatches \(1\): embeddings\.'
+            r'LayerNorm\.weight: checkpoint torch\.float64 vs model '
+            r'torch\.float32')):
+        dc.load_minilm(model.text, str(tmp_path))
 
 
 def test_checkpoint_reloads_identically(ckpt, model, images, tokens):

@@ -10,6 +10,7 @@ from mmpretrain.structures import DataSample
 
 from vlltr_mm.models.heads import LGRHead
 from vlltr_mm.models.heads.lgr_attention import (
+    _AnchorAttention,
     anchor_statistics,
     direct_cosine,
     efficient_cosine,
@@ -33,7 +34,8 @@ class DirectLGRHead(LGRHead):
 
     def text_cosine(self, x, query):
         return direct_cosine(x, query, self.anchors, self.anchor_mask,
-                             self.attn_proj_k, self.attn_norm_k)
+                             self.attn_proj_k, self.attn_norm_k,
+                             detach_norm=self.detach_text_norm)
 
 
 def make_head(impl='efficient', dtype=torch.float32, anchors=None, **kwargs):
@@ -86,10 +88,14 @@ def assert_rel(actual, expected, tol):
                                        (torch.float64, 1e-12)])
 @pytest.mark.parametrize('class_chunk', [None, 3])
 @pytest.mark.parametrize('offset', [0.0, 4.0])
-def test_efficient_matches_direct(dtype, tol, class_chunk, offset):
+@pytest.mark.parametrize('detach', [False, True])
+def test_efficient_matches_direct(dtype, tol, class_chunk, offset, detach):
+    # With detach, the direct form divides G by G.norm().detach(), the
+    # authors' v_detach; every gradient must match it.
     anchors = make_anchors(offset)
-    ref = make_head('direct', dtype, anchors)
-    eff = make_head('efficient', dtype, anchors, class_chunk=class_chunk)
+    ref = make_head('direct', dtype, anchors, detach_text_norm=detach)
+    eff = make_head('efficient', dtype, anchors, class_chunk=class_chunk,
+                    detach_text_norm=detach)
     x = torch.randn(B, D, dtype=dtype)
     labels = torch.randint(0, C, (B, ))
     (ri, rt), rl, rg = run_step(ref, x, samples(labels))
@@ -125,6 +131,39 @@ def test_efficient_cosine_gradcheck():
         assert torch.autograd.gradcheck(
             lambda x, h, s: efficient_cosine(x, h, s, anchors, mask, stats,
                                              chunk), (x, h, shift))
+        # Each output alone: the other one's gradient arrives as None.
+        for out in (0, 1):
+            assert torch.autograd.gradcheck(
+                lambda x, h, s: _AnchorAttention.apply(
+                    h, x, s, anchors, mask, stats['scale'], stats['offset'],
+                    stats['gram'], chunk or 3, True)[out], (x, h, shift))
+
+
+@pytest.mark.parametrize('class_chunk', [None, 3])
+def test_detach_text_norm_changes_only_the_gradient(class_chunk):
+    dtype = torch.float64
+    x = torch.randn(B, D, dtype=dtype)
+    labels = torch.randint(0, C, (B, ))
+    runs = [
+        run_step(
+            make_head('efficient', dtype, class_chunk=class_chunk,
+                      detach_text_norm=detach), x, samples(labels))
+        for detach in (False, True)
+    ]
+    (pi, pt), pl, pg = runs[0]
+    (di, dt), dl, dg = runs[1]
+    assert torch.equal(di, pi)
+    assert_rel(dt, pt, 1e-14)
+    assert dl['loss_text'].item() == pytest.approx(pl['loss_text'].item(),
+                                                   1e-12)
+    # The image branch does not see the text norm; the text branch's
+    # parameters and the image embedding get another gradient.
+    for name in ('mlp.0.weight', 'mlp.2.bias'):
+        torch.testing.assert_close(dg[name], pg[name], rtol=1e-12, atol=0)
+    for name in ('input', 'attn_proj_q.weight', 'attn_proj_k.weight',
+                 'attn_norm_q.weight', 'attn_norm_k.weight'):
+        diff = (dg[name] - pg[name]).abs().max()
+        assert diff > 1e-3 * pg[name].abs().max(), name
 
 
 def test_backward_twice_with_retain_graph():
@@ -201,9 +240,27 @@ def test_predict_fields(alpha):
     torch.testing.assert_close(scores.sum(-1), torch.ones(B))
     for s, li_row, lt_row in zip(out, li, lt):
         assert s.pred_label.item() == s.pred_score.argmax().item()
+        assert s.pred_label_logit_sum.tolist() == [
+            (li_row + lt_row).argmax().item()]
         torch.testing.assert_close(s.pred_score_image, li_row.softmax(-1))
         torch.testing.assert_close(s.pred_score_text, lt_row.softmax(-1))
     assert len(head.predict((x, ))) == B
+
+
+@pytest.mark.parametrize('target', ['image', 'fused'])
+def test_logit_sum_label_ignores_posthoc_adjustment(target):
+    x = torch.randn(B, D)
+    counts = [1000, 500, 100, 50, 10, 5, 1]
+    plain = make_head(class_counts=counts)
+    adjusted = make_head(class_counts=counts, posthoc_tau=2.0,
+                         posthoc_target=target)
+    li, lt = plain.branch_logits((x, ))
+    out = adjusted.predict((x, ))
+    assert torch.cat([s.pred_label_logit_sum for s in out]).tolist() == (
+        li + lt).argmax(-1).tolist()
+    # The adjustment did act on the fused score.
+    assert not torch.allclose(
+        torch.stack([s.pred_score for s in out]), plain((x, )))
 
 
 def test_state_dict_round_trip(tmp_path):

@@ -1,5 +1,6 @@
 """Tests of the open_clip image backbone, text neck and weight loading."""
 import json
+import logging
 import math
 
 import open_clip
@@ -180,6 +181,19 @@ def _train_step(module, frozen_names):
     for name, old in before.items():
         same = torch.equal(old, after[name])
         assert same == (name in frozen_names), name
+
+
+def test_random_build_does_not_claim_random_weights(caplog):
+    # open_clip warns "initialized randomly" for pretrained=None, but the
+    # weights of such a tower come from a checkpoint loaded later
+    # (RunSummaryHook warns when none is). Other root warnings still pass.
+    with caplog.at_level(logging.INFO):
+        OpenCLIPVisual('vlltr-tiny-rn')
+        logging.getLogger().warning('another open_clip warning')
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if 'initialized randomly' in m]
+    assert 'another open_clip warning' in messages
+    assert [m for m in messages if 'vlltr-tiny-rn' in m], messages
 
 
 def test_frozen_towers():

@@ -92,7 +92,8 @@ def test_get_model_loads_a_fitting_checkpoint(files):
 def test_get_model_refuses_missing_head(files):
     # The FC config with a CVLP checkpoint: no head.fc.*, extra text tower.
     with pytest.raises(RuntimeError, match=(
-            r'loaded into VLLTRImageClassifier does not fit it:\n'
+            r'loaded into VLLTRImageClassifier from checkpoint '
+            r'\S+/cvlp_ckpt\.pth does not fit it:\n'
             r'  missing keys \(2\): head\.fc\.bias, head\.fc\.weight\n'
             r'  unexpected keys \(\d+\): logit_scale, text_encoder\.'
             r'(.|\n)*tools/train.py with load_from')):
@@ -109,7 +110,8 @@ def test_get_model_lists_shape_mismatches(files):
 
 def test_cvlp_refuses_checkpoint_without_text_tower(files):
     with pytest.raises(RuntimeError, match=(
-            r'loaded into CVLP does not fit it:\n  missing keys \(\d+\): '
+            r'loaded into CVLP from checkpoint \S+/fc_ckpt\.pth does '
+            r'not fit it:\n  missing keys \(\d+\): '
             r'logit_scale, text_encoder\.(.|\n)*unexpected keys \(2\): '
             r'head\.fc\.bias, head\.fc\.weight')):
         get_model(files['cvlp'], pretrained=files['fc_ckpt'], device='cpu')

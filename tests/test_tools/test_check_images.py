@@ -70,3 +70,29 @@ def test_config_split_in_parallel(tmp_path, capsys):
     assert '2 of 300 images' in result.stderr
     assert tool.main([str(cfg), '--split', 'val']) == 2
     assert 'has no `val_dataloader`' in capsys.readouterr().err
+
+
+def test_config_with_img_root(tmp_path, capsys):
+    """--img-root replaces the config's image folder; the list file stays
+    the config's (reported: it was ignored and the config's root checked)."""
+    write_images(tmp_path)
+    (tmp_path / 'train.txt').write_text('good.png 0\nzero.png 1\n')
+    copy = tmp_path / 'copy'
+    copy.mkdir()
+    (copy / 'good.png').write_bytes((tmp_path / 'img' / 'good.png'
+                                     ).read_bytes())
+    (copy / 'zero.png').write_bytes((tmp_path / 'img' / 'good.png'
+                                     ).read_bytes())
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(
+        'train_dataloader = dict(dataset=dict(type="LongTailListDataset", '
+        f'data_root={str(tmp_path)!r}, ann_file="train.txt", '
+        'data_prefix="img"))\n')
+    assert tool.main([str(cfg), '--workers', '1', '--no-progress']) == 1
+    assert f'train.txt:2: {tmp_path}/img/zero.png is empty' in (
+        capsys.readouterr().out)
+    assert tool.main([str(cfg), '--img-root', str(copy), '--workers', '1',
+                      '--no-progress']) == 0
+    out = capsys.readouterr().out
+    assert f"images under {copy} (--img-root), not the config's " in out
+    assert 'all 2 images' in out

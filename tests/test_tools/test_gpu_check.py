@@ -12,7 +12,8 @@ import pytest
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(REPO, 'tools', 'benchmark', 'gpu_check.py')
-PARTS = ('cvlp_step', 'cvlp_runner', 'lgr_head', 'anss', 'correctness')
+PARTS = ('cvlp_step', 'cvlp_runner', 'lgr_head', 'anss', 'correctness',
+         'zero_shot')
 TINY = ('vlltr-tiny-rn', 'vlltr-tiny-vit')
 
 
@@ -64,9 +65,15 @@ def check_quick_report(report):
     assert tuple(report['parts']) == PARTS
     for name, part in report['parts'].items():
         assert set(part) >= {'status', 'reason', 'elapsed_s', 'results'}
+        if name == 'zero_shot':
+            continue
         assert part['status'] == 'ok', (name, part['reason'])
         assert part['elapsed_s'] > 0
     assert report['failed_checks'] == []
+    # The zero-shot check needs a CLIP file: skipped, and why.
+    part = report['parts']['zero_shot']
+    assert part['status'] == 'skipped' and part['optional'] is True
+    assert part['reason'].startswith('no --clip-weights')
 
     # cvlp_step: each tiny tower x teacher mode in bf16; fp16 is skipped
     # on the CPU with its reason.
@@ -118,12 +125,14 @@ def check_quick_report(report):
     assert positive(row['sentences_per_s']) and positive(row['seconds'])
     assert anss['checks'][0]['ok']
 
-    # correctness: losses under autocast, finite weights after one step.
+    # correctness: losses under autocast, the gradients of a whole step,
+    # finite weights after one step.
     checks = {r['check']: r for r in
               report['parts']['correctness']['results']['checks']}
     assert set(checks) == {
         'ClassWiseContrastiveLoss bf16 vs fp32',
         'CLIPDistillationLoss bf16 vs fp32',
+        'CVLP step bf16 vs fp32: gradients',
         'CVLP step bf16: finite weights',
         'LGR efficient step bf16: finite weights',
         'LGR direct step bf16: finite weights'}
@@ -131,8 +140,18 @@ def check_quick_report(report):
         assert r['ok'] and r['status'] == 'ok', r
         assert 0 <= r['value'] <= r['tol']
     for name in ('ClassWiseContrastiveLoss', 'CLIPDistillationLoss'):
+        # The losses run in float32 under autocast: no gap of their own.
         r = checks[f'{name} bf16 vs fp32']
-        assert 0 <= r['grad_rel'] <= r['grad_tol']
+        assert r['loss_dtype'] == 'torch.float32'
+        assert 0 <= r['grad_rel'] <= r['grad_tol'] <= 1e-4
+    r = checks['CVLP step bf16 vs fp32: gradients']
+    assert r['model'] == TINY[0] and r['tol'] == 0.5
+    # The gap is the largest of the named parameters' gaps.
+    gaps = dict(item.rsplit(': ', 1) for item in r['grad_rel'].split(', '))
+    assert r['worst'] in gaps and 'logit_scale' in gaps
+    assert any(n.startswith('backbone.') for n in gaps)
+    assert any(n.startswith('text_encoder.') for n in gaps)
+    assert float(gaps[r['worst']]) == pytest.approx(r['value'], rel=1e-2)
 
 
 @pytest.mark.slow
@@ -157,10 +176,11 @@ def test_no_budget_skips_every_part(tmp_path):
     # Skipping for time is not a failure without --strict.
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert tuple(report['parts']) == PARTS
-    for part in report['parts'].values():
+    for name, part in report['parts'].items():
         assert part['status'] == 'skipped'
-        assert 'would not fit' in part['reason']
-        assert '0 s of the 0 s budget' in part['reason']
+        if name != 'zero_shot':  # skipped for want of --clip-weights
+            assert 'would not fit' in part['reason']
+            assert '0 s of the 0 s budget' in part['reason']
     sections = md_sections((tmp_path / 'gpu_check.md').read_text())
     assert all('| skipped |' in text for text in sections.values())
 
@@ -168,6 +188,46 @@ def test_no_budget_skips_every_part(tmp_path):
                              '--parts', 'anss')
     assert proc.returncode == 1
     assert list(report['parts']) == ['anss']
+    # An optional part without its input does not fail --strict.
+    proc, report = run_check(tmp_path, '--budget', '0', '--strict',
+                             '--parts', 'zero_shot')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report['parts']['zero_shot']['status'] == 'skipped'
+
+
+def test_missing_clip_weights_file_is_refused(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, '--device', 'cpu', '--out-dir',
+         str(tmp_path), '--clip-weights', str(tmp_path / 'RN50.pt')],
+        capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2
+    assert f'--clip-weights {tmp_path}/RN50.pt: no such file' in proc.stderr
+    assert not (tmp_path / 'gpu_check.json').exists()
+
+
+@pytest.mark.slow
+def test_zero_shot_part_runs_the_tool(tmp_path, tiny_baseline_data):
+    """With --clip-weights the part runs tools/analysis/zero_shot.py with
+    the file in both towers (here the demo config on generated data)."""
+    from test_zero_shot import DEMO, make_demo_options
+    weights, opts = make_demo_options(tmp_path, tiny_baseline_data)
+    out = tmp_path / 'out'
+    proc, report = run_check(
+        out, '--parts', 'zero_shot', '--clip-weights', weights,
+        '--zero-shot-config', DEMO, '--zero-shot-options', *opts)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    part = report['parts']['zero_shot']
+    assert part['status'] == 'ok', part
+    (row, ) = part['results']['cases']  # no paper figure for the demo
+    result = json.loads((out / 'zero_shot' / 'zero_shot.json').read_text())
+    assert result['pretrained'] == dict(backbone=weights,
+                                        text_encoder=weights)
+    assert result['config'] == DEMO and row['config'] == osp.basename(DEMO)
+    for key, value in result['measured'].items():
+        assert row[key] == value
+    assert 'not a shipped benchmark' in row['note']
+    assert '| cvlp_demo_fmnist-lt.py | test |' in (
+        out / 'gpu_check.md').read_text()
 
 
 @pytest.fixture(scope='module')
@@ -255,3 +315,27 @@ def test_fit_batch_halves_on_out_of_memory():
 
     with pytest.raises(ValueError):
         common.fit_batch(broken, 256)
+
+
+def test_zero_shot_argv_moves_weights_and_data(load_tool):
+    """The part's command line, parsed as zero_shot.py does, puts the
+    weights in both towers and every data path under --data-root."""
+    from vlltr_mm.utils.tool_config import load_config
+    part = load_tool('tools/benchmark/gpu_check_zero_shot.py')
+    argv = part.zero_shot_argv(
+        dict(config=osp.join(REPO, 'configs/vlltr/cvlp_r50_places-lt.py'),
+             clip_weights='/w/RN50.pt', data_root='/d/places',
+             text_root='/t/places', options=['test_dataloader.batch_size=7']),
+        '/out/zero_shot')
+    tool = load_tool('tools/analysis/zero_shot.py')
+    args = tool.parse_args(argv)
+    cfg = tool.zero_shot_config(load_config(args.config, args.cfg_options),
+                                args)
+    assert cfg.work_dir == '/out/zero_shot' and cfg.load_from is None
+    assert cfg.model.backbone.pretrained == '/w/RN50.pt'
+    assert cfg.model.text_encoder.pretrained == '/w/RN50.pt'
+    assert cfg.test_dataloader.dataset.data_root == '/d/places'
+    assert cfg.test_dataloader.batch_size == 7
+    assert cfg.test_evaluator.train_ann_file == '/d/places/Places_LT_train.txt'
+    assert cfg.model.corpus.labels_file.startswith('/t/places/')
+    assert tool.paper_figures(cfg, 'test')[0]['overall'] == 38.0

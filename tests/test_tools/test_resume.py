@@ -79,6 +79,10 @@ def test_resume_without_checkpoint_keeps_load_from(uninterrupted):
                 [f'load_from={start}', 'train_cfg.max_epochs=1'], '--resume')
     assert f'Load checkpoint from {start}' in out
     assert 'resumed epoch' not in out
+    # Said once, in the run's log.
+    assert out.count(f'--resume: nothing to resume in {work} (no '
+                     f'last_checkpoint); starting afresh from '
+                     f'load_from={start}.') == 1
     # Starting from the trained weights, not from scratch.
     first = train_losses(work)[(1, 1)]
     scratch = train_losses(uninterrupted['work'])[(1, 1)]

@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 import vlltr_mm  # noqa: F401  (registers the safe globals)
+from vlltr_mm.utils.checkpoint import load_local_checkpoint
 
 
 class ToyModel(BaseModel):
@@ -58,7 +59,9 @@ def make_runner(work_dir, max_epochs, **kwargs):
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
         randomness=dict(seed=0),
-        default_scope='mmengine',
+        # mmpretrain, as every other test module: a Runner leaves its
+        # scope as the default scope of later builds in this process.
+        default_scope='mmpretrain',
         experiment_name=f'toy_{max_epochs}_{osp.basename(str(work_dir))}',
         **kwargs)
 
@@ -97,3 +100,46 @@ def test_safety_not_switched_off(tmp_path):
         pickle.dump({'x': Evil()}, f)
     with pytest.raises(pickle.UnpicklingError, match='Weights only load'):
         torch.load(path)
+
+
+class ReachesFurther:
+    """Pickles as ``getattr(HistoryBuffer, '__subclasses__')``."""
+
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+        return (getattr, (HistoryBuffer, '__subclasses__'))
+
+
+def test_getattr_limited_to_history_buffer_methods(tmp_path):
+    path = tmp_path / 'reach.pth'
+    torch.save({'x': ReachesFurther()}, path)
+    with pytest.raises(pickle.UnpicklingError, match=r"getattr\(<class "
+                       r"'mmengine\.logging\.history_buffer\.HistoryBuffer'>"
+                       r", '__subclasses__'\) is not allowed"):
+        torch.load(path)
+
+
+def test_runner_names_a_refused_checkpoint(tmp_path):
+    """tools/train.py / test.py load through the same loader as get_model:
+    the refusal names the file and the command that keeps the weights."""
+    first = make_runner(tmp_path / 'a', max_epochs=1)
+    first.train()
+    ckpt = torch.load(tmp_path / 'a' / 'epoch_1.pth')
+    ckpt['meta']['args'] = Evil()  # pickled as print('pwned')
+    path = str(tmp_path / 'evil.pth')
+    torch.save(ckpt, path)
+    runner = make_runner(tmp_path / 'b', max_epochs=1, load_from=path)
+    with pytest.raises(pickle.UnpicklingError, match=(
+            rf'Checkpoint {path} holds a Python object \(print\) beside '
+            r'its weights(.|\n)*python -c .*evil_weights\.pth')):
+        runner.load_or_resume()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs no CUDA')
+def test_loader_leaves_other_errors_alone(tmp_path):
+    """A CUDA map_location on a CPU machine is not the file's fault."""
+    path = tmp_path / 'w.pth'
+    torch.save({'w': torch.zeros(2)}, path)
+    with pytest.raises(RuntimeError, match='CUDA') as info:
+        load_local_checkpoint(str(path), map_location='cuda')
+    assert 'truncated' not in str(info.value)

@@ -1,9 +1,13 @@
 """Render the per-class report of an AnSS artifact (VL-LTR §3.3).
 
-For every class: its name, the anchor sentences AnSS kept (best first,
-with their L_lin of Eq. 2), then the ones it dropped, prompts and
-descriptions marked apart. ``AnchorSentenceSelectionHook`` writes the same
-report next to its artifact; this tool renders it for any artifact.
+The report opens with a summary: an overall line (anchors kept, prompts
+vs descriptions, overlap with the cut-off rule's first M sentences), a
+sentence on whether the L_lin scores separate the sentences at all, and a
+table with one row per class. Then, for every class: its name, the anchor
+sentences AnSS kept (best first, with their L_lin of Eq. 2), then the ones
+it dropped, prompts and descriptions marked apart.
+``AnchorSentenceSelectionHook`` writes the same report next to its
+artifact; this tool renders it for any artifact.
 
 The corpus comes from CONFIG_OR_CORPUS: an LGR config (the corpus of its
 ``AnchorSentenceSelectionHook``, or a top-level ``corpus``), or a file
@@ -21,7 +25,7 @@ import os.path as osp
 import sys
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmpretrain.registry import TASK_UTILS
 
 import vlltr_mm  # noqa: F401  (registers ClassTextCorpus)
@@ -30,6 +34,8 @@ from vlltr_mm.engine.hooks.anss_report import (
     report_path,
     write_report,
 )
+from vlltr_mm.engine.hooks.anss_summary import summary_lines
+from vlltr_mm.utils.tool_config import add_cfg_options, load_config
 
 HOOK = 'AnchorSentenceSelectionHook'
 
@@ -41,9 +47,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--out', help='Markdown file (default: next to the artifact, '
         '<artifact>_report.md)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, `key=value` pairs')
+    add_cfg_options(parser, 'text_root=/data/text/imagenet-lt')
     return parser.parse_args(argv)
 
 
@@ -69,9 +73,7 @@ def main(argv=None) -> int:
         meta = art['meta']
     except Exception as e:
         sys.exit(f'error: cannot read AnSS artifact {args.artifact}: {e}')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     corpus_cfg = dict(corpus_config(cfg, args.config))
     if corpus_cfg.get('class_names') is None and \
             corpus_cfg.get('labels_file') is None:
@@ -91,6 +93,8 @@ def main(argv=None) -> int:
     write_report(out, art, corpus)
     print(f'AnSS report of {corpus.num_classes} classes written to '
           f'{osp.abspath(out)}')
+    for line in summary_lines(art, corpus):
+        print(line)
     return 0
 
 

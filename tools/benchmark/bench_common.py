@@ -111,7 +111,8 @@ def build_lgr_head(impl: str, *args, **kwargs):
 
         def text_cosine(self, x, query):
             return direct_cosine(x, query, self.anchors, self.anchor_mask,
-                                 self.attn_proj_k, self.attn_norm_k)
+                                 self.attn_proj_k, self.attn_norm_k,
+                                 detach_norm=self.detach_text_norm)
 
     heads = dict(efficient=LGRHead, direct=DirectLGRHead)
     if impl not in heads:

@@ -52,10 +52,11 @@ QUICK = dict(
 
 
 @functools.lru_cache(maxsize=None)
-def load_script(name):
-    """Import ``tools/benchmark/<name>.py`` (a script, not a package)."""
+def load_script(name, folder=HERE):
+    """Import ``<folder>/<name>.py`` (a script, not a package); the folder
+    defaults to ``tools/benchmark``."""
     spec = importlib.util.spec_from_file_location(
-        name, osp.join(HERE, f'{name}.py'))
+        name, osp.join(folder, f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,9 +1,12 @@
 """The correctness part of ``gpu_check.py``: autocast vs float32.
 
 Both CVLP losses and their gradients under each autocast dtype against
-float32, and one optimizer step of CVLP and of the LGR head under
-autocast leaving finite weights. Runs in a child process forked by
-``gpu_check.py``; every check is reported at once through ``ctx.emit``.
+float32 on the same features (the losses' own error: none, they run in
+float32), the gradients of a whole CVLP step under autocast against
+float32 (the towers' error on top), and one optimizer step of CVLP and of
+the LGR head under autocast leaving finite weights. Runs in a child
+process forked by ``gpu_check.py``; every check is reported at once
+through ``ctx.emit``.
 
 Not meant to be run directly; see ``gpu_check.py``.
 """
@@ -16,7 +19,6 @@ import torch.nn.functional as F
 from gpu_check_common import (
     DTYPES,
     LOGIT_SCALE,
-    ROUNDOFF,
     AutocastOptimWrapper,
     checked,
     free_memory,
@@ -31,12 +33,31 @@ from vlltr_mm.models.losses import (
     CLIPDistillationLoss,
 )
 
-# A loss under autocast is its fp32 formula on logits rounded once to the
-# low precision (the matmul accumulates in fp32; softmax, log and the sums
-# run in fp32), so its relative error is a few u; 8u leaves room for the
-# rounding of the inputs. A softmax or target run in low precision by
-# mistake costs far more.
-LOSS_TOL_U = 8
+# The losses normalise, form the logits and take the softmax in float32
+# with autocast off, so on the same float32 features their value and
+# gradients under autocast equal the float32 run's up to float32 rounding
+# (another kernel may sum in another order). Logits rounded to bf16 cost
+# up to LOGIT_SCALE * u = 0.4 instead (0.11-0.15 measured before the
+# losses upcast).
+LOSS_TOL = 1e-4
+# The whole step's gap is the towers' own low-precision arithmetic (tiny
+# random towers on a CPU: up to ~0.2); the tolerance catches a broken
+# step (a gradient lost, or of the wrong sign, is a gap of 1 or 2).
+STEP_GRAD_TOL = 0.5
+
+
+@contextlib.contextmanager
+def exact_fp32():
+    """TF32 off, so that the float32 reference on a GPU is float32."""
+    saved = (torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.allow_tf32) = saved
 
 
 def loss_inputs(b, d, device, seed=0):
@@ -69,6 +90,9 @@ def loss_inputs(b, d, device, seed=0):
 def check_losses(ctx):
     """Both CVLP losses and their gradients, autocast vs float32.
 
+    The same float32 features go to both runs, so any gap is the losses'
+    own low-precision arithmetic.
+
     Args:
         ctx (PartContext): Device and sizes; rows go to ``'checks'``.
     """
@@ -85,7 +109,7 @@ def check_losses(ctx):
             if amp != 'fp32' and ctx.autocast_dtypes()[amp]:
                 continue
             img, txt = (f.clone().requires_grad_() for f in feats[:2])
-            with (contextlib.nullcontext() if amp == 'fp32' else
+            with (exact_fp32() if amp == 'fp32' else
                   torch.autocast(ctx.device, DTYPES[amp])):
                 loss = fn(img, txt)
             loss.backward()
@@ -93,16 +117,107 @@ def check_losses(ctx):
         for amp, (loss, grad) in runs.items():
             if amp == 'fp32':
                 continue
-            tol = LOSS_TOL_U * ROUNDOFF[amp]
-            grad_tol = LOGIT_SCALE * ROUNDOFF[amp]
             value = rel_diff(loss, runs['fp32'][0])[1]
             grad_rel = rel_diff(grad, runs['fp32'][1])[1]
             ctx.emit('checks', dict(
                 check=f'{name} {amp} vs fp32', dtype=amp,
-                loss=float(runs['fp32'][0]), value=value, tol=tol,
-                grad_rel=grad_rel, grad_tol=grad_tol,
-                ok=bool(torch.isfinite(loss)) and value <= tol
-                and grad_rel <= grad_tol))
+                loss=float(runs['fp32'][0]), loss_dtype=str(loss.dtype),
+                value=value, tol=LOSS_TOL, grad_rel=grad_rel,
+                grad_tol=LOSS_TOL,
+                ok=loss.dtype == torch.float32 and value <= LOSS_TOL
+                and grad_rel <= LOSS_TOL))
+
+
+# Tower parameters whose gradients the whole-step check compares: the
+# first and last weight (>= 2-D) of each tower, in registration order.
+TOWERS = ('backbone', 'text_encoder')
+# fp16 backward without a scaler underflows in the towers: the loss is
+# scaled, from GradScaler's first scale down until the gradients are
+# finite (its back-off), and the scale divided out again.
+FP16_LOSS_SCALES = (2.0**16, 2.0**12, 2.0**8, 2.0**4, 1.0)
+
+
+def step_gradients(model, data, device, amp):
+    """Gradients of L_pre (Eq. 8) on one batch, no optimizer step.
+
+    Args:
+        model (CVLP): In train mode.
+        data (dict): The data preprocessor's output for the batch.
+        device (str): Autocast device type.
+        amp (str): ``'fp32'``, ``'bf16'`` or ``'fp16'``.
+
+    Returns:
+        dict: ``{name: gradient}`` (float32) of every parameter that got
+        one.
+    """
+    for scale in FP16_LOSS_SCALES if amp == 'fp16' else (1.0, ):
+        model.zero_grad(set_to_none=True)
+        with (exact_fp32() if amp == 'fp32' else
+              torch.autocast(device, DTYPES[amp])):
+            losses = model(**data, mode='loss')
+        loss = sum(v for k, v in losses.items() if 'loss' in k)
+        (scale * loss).backward()
+        grads = {n: p.grad.float() / scale
+                 for n, p in model.named_parameters() if p.grad is not None}
+        if all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            break
+    return grads
+
+
+def check_step_gradients(ctx):
+    """A whole CVLP step under autocast vs float32: tower gradients.
+
+    The same model and batch, with ``1/tau`` = 100 as in a trained CLIP
+    (the student's and the teacher's), so that the logits reach the size
+    autocast must round. Reports the largest normwise relative gap over
+    the first and last weight of each tower and the logit scale. The
+    towers themselves run in low precision, so the gap is theirs plus the
+    losses'; the tolerance only catches a broken step.
+
+    Args:
+        ctx (PartContext): Device and sizes; rows go to ``'checks'``.
+    """
+    bench = load_script('bench_cvlp_step')
+    sizes = ctx.sizes
+    arch = sizes['archs'][0]
+    state = bench.setup_step(Namespace(
+        model=arch, image_size=None, device=ctx.device,
+        batch_size=sizes['step_batch'],
+        num_classes=max(1, sizes['step_batch'] // 2)))
+    model = state['model']
+    try:
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(LOGIT_SCALE))
+        model.teacher.scale = LOGIT_SCALE
+        data = model.data_preprocessor(state['cached'], True)
+        names = ['logit_scale']
+        for tower in TOWERS:
+            own = [n for n, p in model.named_parameters()
+                   if n.startswith(tower + '.') and p.requires_grad
+                   and p.dim() >= 2]
+            names += [own[0], own[-1]]
+        ref = step_gradients(model, data, ctx.device, 'fp32')
+        for amp in [k for k, v in ctx.autocast_dtypes().items()
+                    if v is None]:
+
+            def gap():
+                grads = step_gradients(model, data, ctx.device, amp)
+                gaps = {n: rel_diff(grads[n], ref[n])[1] for n in names}
+                worst = max(gaps, key=gaps.get)
+                finite = all(bool(torch.isfinite(g).all())
+                             for g in grads.values())
+                return dict(value=gaps[worst], worst=worst,
+                            grad_rel=', '.join(
+                                f'{n}: {g:.3g}' for n, g in gaps.items()),
+                            ok=finite and gaps[worst] <= STEP_GRAD_TOL)
+
+            checked(ctx, dict(check=f'CVLP step {amp} vs fp32: gradients',
+                              model=arch, dtype=amp, tol=STEP_GRAD_TOL),
+                    gap)
+    finally:
+        state['tmp_dir'].cleanup()
+        model = state = None
+        free_memory()
 
 
 def params_finite(module):
@@ -174,4 +289,5 @@ def part_correctness(ctx):
         ctx (PartContext): Device and sizes; rows go to ``'checks'``.
     """
     check_losses(ctx)
+    check_step_gradients(ctx)
     check_steps(ctx)

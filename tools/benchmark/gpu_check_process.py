@@ -27,7 +27,8 @@ class PartContext:
         conn (Connection, optional): Pipe to the parent; None keeps the
             rows in :attr:`rows` only. Defaults to None.
         hints (dict, optional): Findings of earlier parts, e.g.
-            ``{'batches': {'RN50/bf16': 256}}``. Defaults to None.
+            ``{'batches': {'RN50/bf16': 256}}``, and inputs from the
+            command line (``'zero_shot'``). Defaults to None.
     """
 
     def __init__(self, device, quick, sizes, deadline, conn=None,

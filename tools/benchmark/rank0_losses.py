@@ -36,28 +36,39 @@ class Rank0Collectives:
     """The losses' collectives as rank 0 of ``world`` ranks sees them.
 
     A gather returns this rank's rows, then the other ranks' rows, which
-    are constants registered per local tensor in ``others`` (keyed by
-    ``data_ptr``). Mixed in before a loss class, it overrides the
+    are constants given in the order the loss gathers: the losses gather
+    what they were handed after normalising it, so the tensors cannot be
+    recognised by identity. Mixed in before a loss class, it overrides the
     collectives the losses call through ``self``.
 
     Args:
         world (int): Number of ranks W.
-        others (dict): ``{local.data_ptr(): other ranks' rows}``.
+        others (list): The other ranks' rows of each gathered tensor, in
+            the loss's gather order (repeated every forward).
         **kwargs: Arguments of the loss.
     """
 
     def __init__(self, world, others, **kwargs):
         super().__init__(**kwargs)
-        self.world, self.others = world, others
+        self.world, self.others, self.calls = world, list(others), 0
+
+    def _next(self, x):
+        theirs = self.others[self.calls % len(self.others)]
+        self.calls += 1
+        if theirs.shape[1:] != x.shape[1:]:
+            raise RuntimeError('Rank0Collectives: gather order changed '
+                               f'(got {tuple(x.shape)}, expected rows of '
+                               f'{tuple(theirs.shape)})')
+        return theirs.to(x.dtype)
 
     def gather_batch_sizes(self, batch_size, group=None):
         return [int(batch_size)] * self.world
 
     def gather_with_grad(self, x, sizes=None, group=None):
-        return _GatherRank0.apply(x, self.others[x.data_ptr()])
+        return _GatherRank0.apply(x, self._next(x))
 
     def gather_no_grad(self, x, sizes=None, group=None):
-        return torch.cat([x.detach(), self.others[x.data_ptr()]])
+        return torch.cat([x.detach(), self._next(x)])
 
 
 class Rank0ContrastiveLoss(Rank0Collectives, ClassWiseContrastiveLoss):
@@ -93,11 +104,10 @@ def rank_loss(layout, world, mine, theirs, labels, theirs_labels,
         Tensor: The 0-dim loss this rank back-propagates.
     """
     if layout == 'local':
-        others = {a.data_ptr(): b for a, b in zip(mine, theirs)}
-        others[labels.data_ptr()] = theirs_labels
-        ccl = Rank0ContrastiveLoss(world, others,
+        # Gather order: image, text (and labels; teacher image and text).
+        ccl = Rank0ContrastiveLoss(world, [*theirs[:2], theirs_labels],
                                    label_smoothing=label_smoothing)
-        distill = Rank0DistillationLoss(world, others)
+        distill = Rank0DistillationLoss(world, theirs)
     elif layout == 'global':
         ccl = ClassWiseContrastiveLoss(label_smoothing=label_smoothing)
         distill = CLIPDistillationLoss()

@@ -7,6 +7,11 @@ type) in worker processes with a progress bar, and prints every image that
 is missing, empty or undecodable with its list file and line. Exit status:
 0 if all decode, 1 if any does not, 2 if the list itself is invalid.
 
+``--img-root`` is where the listed paths are relative to: for a list file
+it defaults to the file's folder; with a config it replaces the split's
+``data_root``/``data_prefix`` image folder (the list file stays the
+config's), e.g. to check a copy of the images elsewhere.
+
 Examples::
 
     python tools/data/check_images.py configs/vlltr/lgr_r50_imagenet-lt.py \\
@@ -77,8 +82,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         choices=['train', 'val', 'test'],
                         help='split of a config (default: train)')
     parser.add_argument('--img-root', default=None,
-                        help='image root of a list file (default: the list '
-                        "file's folder)")
+                        help='folder the listed paths are relative to '
+                        "(default: a list file's folder, a config split's "
+                        'data_root/data_prefix)')
     parser.add_argument('--workers', type=int, default=None,
                         help='processes (default: all CPUs)')
     parser.add_argument('--no-progress', action='store_true')
@@ -91,6 +97,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.source.endswith('.py'):
             ann_file, img_root, decode = split_from_config(
                 args.source, args.split)
+            if args.img_root is not None:
+                print(f'images under {args.img_root} (--img-root), not the '
+                      f"config's {img_root or '.'}")
+                img_root = args.img_root
         else:
             ann_file, decode = args.source, {}
             img_root = (args.img_root if args.img_root is not None else

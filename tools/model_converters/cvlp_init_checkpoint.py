@@ -19,9 +19,9 @@ import os.path as osp
 import time
 
 import torch
-from mmengine.config import Config, DictAction
 
 from vlltr_mm.utils.files import atomic_write
+from vlltr_mm.utils.tool_config import add_cfg_options, load_config
 
 
 def parse_args(argv=None):
@@ -30,17 +30,13 @@ def parse_args(argv=None):
         'checkpoint (Table 4 #2: LGR without CVLP).')
     parser.add_argument('config', help='a CVLP config')
     parser.add_argument('out', help='output checkpoint (.pth)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, `key=value` pairs')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     from mmpretrain.registry import MODELS
     from mmpretrain.utils import register_all_modules
     register_all_modules(init_default_scope=True)

@@ -12,16 +12,19 @@ with the file name and, for text files, the 1-based line number
 broken line in a 100k-line file can be found at once. A UTF-8 byte-order
 mark is dropped; a file in another encoding is refused with its line.
 """
+import os.path as osp
 import re
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from mmengine.fileio import join_path
 
 from .inat_annotations import (  # noqa: F401 (re-exported)
     INatAnnotations,
     read_inat_annotations,
     read_inat_categories,
 )
+from .listed_images import check_duplicate_images
 from .text_files import read_text
 
 # ASCII digits only: ``int()`` would also take '1_000' or non-ASCII digits.
@@ -143,6 +146,39 @@ def read_class_names(labels_file: str) -> List[str]:
     return [name for _, name in named]
 
 
+def read_classes_argument(classes: Union[str, Sequence[str], None],
+                          data_root: str = ''
+                          ) -> Tuple[Optional[List[str]], Optional[str]]:
+    """Resolve a dataset's ``classes`` argument to names and their source.
+
+    Args:
+        classes (str | Sequence[str], optional): Class names, or a labels
+            file (see :func:`read_class_names`), or a ``.json`` list of
+            ``{"id", "name"}`` categories. A relative path is relative to
+            ``data_root``.
+        data_root (str): Root of a relative path. Defaults to ''.
+
+    Returns:
+        tuple: The names (None for None) and where they come from, for
+        messages: the file's path, ``'classes'`` for a given list, or None.
+
+    Raises:
+        ValueError: If a name repeats.
+    """
+    if classes is None:
+        return None, None
+    if not isinstance(classes, str):
+        names = [str(name) for name in classes]
+        if len(set(names)) != len(names):
+            raise ValueError('classes contains repeated names')
+        return names, 'classes'
+    path = osp.expanduser(classes)
+    if data_root and not osp.isabs(path):
+        path = join_path(data_root, path)
+    return (read_inat_categories(path) if path.lower().endswith('.json')
+            else read_class_names(path)), path
+
+
 def check_label_range(labels: np.ndarray, num_classes: int,
                       locate: Callable[[int], str]) -> None:
     """Raise if any label is ``>= num_classes``.
@@ -164,27 +200,33 @@ def check_label_range(labels: np.ndarray, num_classes: int,
 
 
 def count_classes_from_file(ann_file: str,
-                            num_classes: Optional[int] = None) -> np.ndarray:
-    """Count the images of every class in an annotation file.
+                            num_classes: Optional[int] = None,
+                            allow_duplicates: bool = False) -> np.ndarray:
+    """Count the distinct images of every class in an annotation file.
 
     The format is chosen by extension: ``.json`` is read as iNaturalist
-    JSON, anything else as a list file.
+    JSON, anything else as a list file. An image listed twice is refused
+    as by the datasets (see
+    :func:`~vlltr_mm.datasets.listed_images.check_duplicate_images`).
 
     Args:
         ann_file (str): List file or iNaturalist JSON file.
         num_classes (int, optional): Number of classes C. Defaults to None:
             the number of categories for JSON, ``max(label) + 1`` for lists.
+        allow_duplicates (bool): Accept an image listed again with the same
+            label and count it once. Defaults to False.
 
     Returns:
         np.ndarray: Image count per class, int64 of shape [C].
 
     Raises:
-        ValueError: If a label is ``>= num_classes`` (location named), or
-            the file itself is malformed.
+        ValueError: If a label is ``>= num_classes``, an image is listed
+            with two labels, or (unless ``allow_duplicates``) listed again
+            (locations named), or the file itself is malformed.
     """
     if str(ann_file).lower().endswith('.json'):
         ann = read_inat_annotations(ann_file)
-        labels = ann.labels
+        labels, paths = ann.labels, ann.file_names
         default_c = len(ann.class_names)
 
         def locate(i):
@@ -192,6 +234,7 @@ def count_classes_from_file(ann_file: str,
     else:
         records = read_list_annotations(ann_file)
         labels = np.fromiter((r[1] for r in records), np.int64, len(records))
+        paths = [r[0] for r in records]
         default_c = int(labels.max()) + 1
 
         def locate(i):
@@ -201,4 +244,10 @@ def count_classes_from_file(ann_file: str,
     elif num_classes <= 0:
         raise ValueError(f'num_classes must be positive, got {num_classes}')
     check_label_range(labels, num_classes, locate)
-    return np.bincount(labels, minlength=num_classes).astype(np.int64)
+    first = check_duplicate_images(
+        paths, labels, locate, allow_duplicates,
+        'count each image once with count_classes_from_file(..., '
+        'allow_duplicates=True) and give LongTailAccuracy those '
+        'class_counts instead of train_ann_file')
+    return np.bincount(labels[first],
+                       minlength=num_classes).astype(np.int64)

@@ -46,6 +46,7 @@ class INaturalist2018(LongTailListDataset):
             ann.labels, locate, from_file=len(ann.class_names))
         if self._metainfo.get('classes') is None:
             self._metainfo['classes'] = tuple(ann.class_names)
+            self.classes_source = f'the categories of {self.ann_file}'
         return self._make_data_list(ann.file_names, ann.labels, locate,
                                     range(len(ann.file_names)))
 

@@ -1,21 +1,20 @@
 """Dataset of the ImageNet-LT / Places-LT ``relative/path label`` lists."""
-import os.path as osp
 import warnings
 from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
-from mmengine.fileio import get_file_backend, join_path
+from mmengine.fileio import get_file_backend
 from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
 
 from .annotation_io import (
     check_label_range,
-    read_class_names,
-    read_inat_categories,
+    read_classes_argument,
     read_list_annotations,
 )
 from .folder_class_names import infer_class_names
 from .image_check import decode_settings, image_problem, verify_images
+from .listed_images import check_duplicate_images, check_files_exist
 
 
 class SampleLoadError(RuntimeError):
@@ -32,11 +31,11 @@ class LongTailListDataset(BaseDataset):
     ``data_root/data_prefix``; ``ann_file`` is relative to ``data_root``.
 
     Every problem of the annotation (line without label, non-integer or
-    negative label, label ``>= num_classes``, missing image file, with
-    ``verify_images`` an undecodable image) raises an error whose message
-    starts with ``"<ann_file>:<line>:"``; so does an image that fails to
-    load during training (:class:`SampleLoadError`). A class without any
-    image in the split is warned about by name.
+    negative label, label ``>= num_classes``, missing image file, an image
+    listed twice, with ``verify_images`` an undecodable image) raises an
+    error whose message starts with ``"<ann_file>:<line>:"``; so does an
+    image that fails to load during training (:class:`SampleLoadError`).
+    A class without any image in the split is warned about by name.
 
     Class names, in order of preference: ``metainfo['classes']``,
     ``classes``, else the folder of each class's first image
@@ -68,6 +67,9 @@ class LongTailListDataset(BaseDataset):
             would, in worker processes) and name every bad one with its
             line. Costs a pass over the data; ``tools/data/check_images.py``
             does the same once, ahead of training. Defaults to False.
+        allow_duplicates (bool): Accept an image listed again with the same
+            label (deliberate oversampling); an image listed with two
+            labels is always an error. Defaults to False.
         pipeline (Sequence): Processing pipeline. Defaults to ().
         test_mode (bool): Whether the dataset is used for testing.
             Defaults to False.
@@ -77,6 +79,11 @@ class LongTailListDataset(BaseDataset):
             over ``classes``. Defaults to None.
         **kwargs: Other arguments of :class:`mmpretrain.datasets.BaseDataset`
             (``indices``, ``serialize_data``, ``max_refetch`` ...).
+
+    Attributes:
+        classes_source (str | None): Where the class names come from, for
+            messages: the labels file, ``'classes'``, ``"metainfo['classes']"``
+            or the list's image folders.
     """
 
     def __init__(self,
@@ -87,6 +94,7 @@ class LongTailListDataset(BaseDataset):
                  num_classes: Optional[int] = None,
                  check_files: bool = True,
                  verify_images: bool = False,
+                 allow_duplicates: bool = False,
                  pipeline: Sequence = (),
                  test_mode: bool = False,
                  lazy_init: bool = False,
@@ -99,18 +107,12 @@ class LongTailListDataset(BaseDataset):
         self.num_classes = num_classes
         self.check_files = check_files
         self.verify_images = verify_images
+        self.allow_duplicates = allow_duplicates
         self._gt_labels: Optional[np.ndarray] = None
-        if isinstance(classes, str):
-            path = osp.expanduser(classes)
-            if data_root and not osp.isabs(path):
-                path = join_path(data_root, path)
-            classes = (read_inat_categories(path)
-                       if path.lower().endswith('.json') else
-                       read_class_names(path))
-        elif classes is not None:
-            classes = [str(name) for name in classes]
-            if len(set(classes)) != len(classes):
-                raise ValueError('classes contains repeated names')
+        classes, self.classes_source = read_classes_argument(
+            classes, data_root)
+        if (metainfo or {}).get('classes') is not None:
+            self.classes_source = "metainfo['classes']"  # it wins
         super().__init__(
             ann_file=ann_file,
             metainfo=metainfo,
@@ -138,6 +140,7 @@ class LongTailListDataset(BaseDataset):
             self._metainfo['classes'] = tuple(
                 infer_class_names(self.ann_file, rel_paths, labels,
                                   num_classes, locate))
+            self.classes_source = f'the image folders of {self.ann_file}'
         return self._make_data_list(rel_paths, labels, locate, lines)
 
     def _location(self, position: int) -> str:
@@ -153,7 +156,9 @@ class LongTailListDataset(BaseDataset):
         if self.num_classes is not None:
             sources['num_classes'] = self.num_classes
         if self._metainfo.get('classes') is not None:
-            sources['len(classes)'] = len(self._metainfo['classes'])
+            name = ('len(classes)' if self.classes_source == 'classes' else
+                    f'class names in {self.classes_source}')
+            sources[name] = len(self._metainfo['classes'])
         if from_file is not None:
             sources[f'categories in {self.ann_file}'] = from_file
         if len(set(sources.values())) > 1:
@@ -173,20 +178,14 @@ class LongTailListDataset(BaseDataset):
         ``positions[i]`` (line, or entry of a JSON file) is kept as
         ``ann_pos`` so that a load failure can name where image i is listed.
         """
+        check_duplicate_images(rel_paths, labels, locate,
+                               self.allow_duplicates)
         # One backend lookup, not one per image (join_path does one each).
         join = get_file_backend(self.img_prefix,
                                 enable_singleton=True).join_path
         paths = [join(self.img_prefix, p) for p in rel_paths]
         if self.check_files:
-            exists = np.fromiter(map(osp.exists, paths), bool, len(paths))
-            if not exists.all():
-                missing = np.flatnonzero(~exists)
-                i = int(missing[0])
-                raise FileNotFoundError(
-                    f'{locate(i)}: image file {paths[i]!r} does not exist '
-                    f'({missing.size} of {len(paths)} listed images are '
-                    'missing; check data_root / data_prefix, or set '
-                    'check_files=False)')
+            check_files_exist(paths, locate)
         if self.verify_images:
             verify_images(self.ann_file, paths, locate, self.pipeline)
         return [

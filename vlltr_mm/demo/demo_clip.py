@@ -22,6 +22,12 @@ plain state dict that ``open_clip.create_model(DEMO_MODEL_NAME,
 pretrained=file)`` (and so our towers with ``pretrained=file``) loads.
 Nothing touches the network: the HF folder is a local path and the HF
 offline switches are set while it is read.
+
+Both encoders are loaded here, key by key, rather than through open_clip's
+``pretrained_text`` (Hugging Face's ``from_pretrained``): that route prints
+a load report about the BERT pooler the demo does not use and open_clip's
+"initialized partially" warning on every build, while a real mismatch must
+still stop the build (:func:`load_minilm` raises, naming file and keys).
 """
 import json
 import os
@@ -31,8 +37,14 @@ from typing import Dict, Optional
 
 import open_clip
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from vlltr_mm.models.open_clip_adapter import build_open_clip
+from vlltr_mm.models.open_clip_adapter.weight_fit import (
+    derived_keys,
+    fit_problems,
+)
 from vlltr_mm.utils.files import atomic_write, file_sha256
 
 from .demo_clip_config import (  # noqa: F401 (the demo model's constants)
@@ -113,6 +125,37 @@ def load_efficientnet_lite0(trunk: nn.Module,
         map_efficientnet_lite0_state_dict(src, trunk.state_dict()))
 
 
+def load_minilm(text_tower: nn.Module,
+                hf_dir: Optional[str] = None) -> None:
+    """Fill the demo's Hugging Face text tower with the MiniLM weights.
+
+    The file's BERT pooler (``pooler.*``) is expected to be left over: the
+    tower pools by mean and is built without it. Keys of buffers the model
+    derives itself (non-persistent ones, e.g. ``embeddings.position_ids``)
+    are dropped. Anything else that does not fit is an error.
+
+    Args:
+        text_tower (nn.Module): open_clip ``HFTextEncoder`` of the demo
+            model (its ``transformer`` is the BERT encoder).
+        hf_dir (str, optional): MiniLM folder. Defaults to the installed
+            package's folder.
+
+    Raises:
+        RuntimeError: If keys are missing or unexpected, or shapes or
+            dtypes differ; the message names the file and the keys.
+    """
+    path = os.path.join(hf_dir or minilm_dir(), 'model.safetensors')
+    bert = text_tower.transformer
+    derived = derived_keys(bert)
+    src = {k: v for k, v in load_file(path).items()
+           if k not in derived and not k.startswith('pooler.')}
+    problems = fit_problems(bert.state_dict(), src, check_dtype=True)
+    if problems:
+        raise RuntimeError(f'MiniLM weights {path} do not fit the demo '
+                           'text tower: ' + '; '.join(problems))
+    bert.load_state_dict(src, strict=True)
+
+
 def _init_projections(model: nn.Module, seed: int) -> None:
     """Draw both projections from N(0, 1/d_in) with a private generator.
 
@@ -142,10 +185,11 @@ def build_demo_clip_model(seed: int = 0) -> nn.Module:
     if not register_demo_clip_config():
         minilm_dir()  # raises the explanatory error
     with hf_offline():
-        # pretrained_text loads the MiniLM weights from the local folder.
-        model = open_clip.create_model(
-            DEMO_MODEL_NAME, pretrained_image=False, pretrained_text=True)
+        # Random towers (the HF config comes from the local folder); both
+        # encoders' weights are loaded below.
+        model = build_open_clip(DEMO_MODEL_NAME)
     load_efficientnet_lite0(model.visual.trunk)
+    load_minilm(model.text)
     _init_projections(model, seed)
     return model.eval()
 

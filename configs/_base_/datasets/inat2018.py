@@ -5,12 +5,8 @@
 #   data/inat2018/{train2018,val2018}.json
 #   data/inat2018/categories.json   (real class names, released June 2018)
 # The annotation files' own category names are obfuscated, so class names
-# come from categories.json. Move the data elsewhere with, e.g.,
-#   --cfg-options train_dataloader.dataset.data_root=/x \
-#       val_dataloader.dataset.data_root=/x \
-#       test_dataloader.dataset.data_root=/x \
-#       val_evaluator.train_ann_file=/x/train2018.json \
-#       test_evaluator.train_ann_file=/x/train2018.json
+# come from categories.json. Move the data elsewhere with one key (our
+# tools rebase every path under it): --cfg-options data_root=/datasets/x
 custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
 
 dataset_type = 'INaturalist2018'
@@ -78,6 +74,8 @@ train_dataloader = dict(
     num_workers=8,
     persistent_workers=True,
     pin_memory=True,
+    # The authors drop the last incomplete batch (drop_last=True).
+    drop_last=True,
     dataset=dict(
         type=dataset_type,
         data_root=data_root,

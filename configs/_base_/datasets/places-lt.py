@@ -4,12 +4,8 @@
 #   data/places365/val_256/*.jpg        (flat: test images have no folders)
 #   data/places365/Places_LT_{train,val,test}.txt
 #   data/places365/labels.txt   (class names, from the authors' text corpus)
-# Move the data elsewhere with, e.g.,
-#   --cfg-options train_dataloader.dataset.data_root=/x \
-#       val_dataloader.dataset.data_root=/x \
-#       test_dataloader.dataset.data_root=/x \
-#       val_evaluator.train_ann_file=/x/Places_LT_train.txt \
-#       test_evaluator.train_ann_file=/x/Places_LT_train.txt
+# Move the data elsewhere with one key (our tools rebase every path under
+# it): --cfg-options data_root=/datasets/x
 custom_imports = dict(imports=['vlltr_mm'], allow_failed_imports=False)
 
 dataset_type = 'LongTailListDataset'
@@ -78,6 +74,8 @@ train_dataloader = dict(
     num_workers=8,
     persistent_workers=True,
     pin_memory=True,
+    # The authors drop the last incomplete batch (drop_last=True).
+    drop_last=True,
     dataset=dict(
         type=dataset_type,
         data_root=data_root,

@@ -1,5 +1,6 @@
 """Dataset wrapper adding one class sentence to every image (paper §3.2)."""
 import copy
+import os.path as osp
 import random
 from typing import Optional, Union
 
@@ -10,6 +11,7 @@ from mmengine.logging import MessageHub
 from mmpretrain.registry import DATASETS, TASK_UTILS
 from torch.utils.data import get_worker_info
 
+from .class_order import check_class_order
 from .corpus import ClassTextCorpus
 
 
@@ -39,7 +41,9 @@ class ClassTextDataset:
             implement ``get_gt_labels()``.
         corpus (dict | ClassTextCorpus): The corpus or its config (built in
             ``TASK_UTILS``). A config without ``class_names`` and
-            ``labels_file`` takes ``dataset.metainfo['classes']``.
+            ``labels_file`` takes ``dataset.metainfo['classes']``; other
+            corpora must name the dataset's classes in its order (see
+            :func:`~.class_order.check_class_order`).
         seed (int, optional): Extra entropy for the sentence draws. Defaults
             to None.
         lazy_init (bool): Defer ``dataset.full_init()`` (needed for labels)
@@ -67,10 +71,8 @@ class ClassTextDataset:
             corpus.setdefault('type', 'ClassTextCorpus')
             corpus = TASK_UTILS.build(corpus)
         self.corpus: ClassTextCorpus = corpus
-        if classes is not None and len(classes) != corpus.num_classes:
-            raise ValueError(
-                f'the corpus has {corpus.num_classes} classes but the '
-                f'dataset has {len(classes)}')
+        if classes is not None:
+            self._check_class_order(classes)
         self._starts = corpus.class_offsets[:-1].tolist()
         self._counts = corpus.class_sentence_counts.tolist()
         self._rng: Optional[random.Random] = None
@@ -86,6 +88,17 @@ class ClassTextDataset:
             self.dataset.full_init()
             classes = self.dataset.metainfo.get('classes')
         return classes
+
+    def _check_class_order(self, classes) -> None:
+        # Both name lists meet here once, before any sentence is drawn.
+        source = getattr(self.dataset, 'classes_source', None)
+        names = getattr(self.corpus, 'class_names_source', 'class_names')
+        check_class_order(
+            classes, 'the dataset ({})'.format(
+                source or f"{type(self.dataset).__name__}.metainfo"),
+            self.corpus.class_names, 'the corpus ({})'.format(
+                'its class_names' if names == 'class_names' else names),
+            source if source and osp.isfile(source) else None)
 
     def full_init(self) -> None:
         """Initialise the inner dataset and cache its labels."""

@@ -11,6 +11,7 @@ from mmengine.logging import print_log
 from mmpretrain.registry import TASK_UTILS
 
 from ..annotation_io import read_class_names
+from .class_order import check_class_order
 from .corpus_build import (
     RankZeroProgress,
     build_class_sentences,
@@ -49,7 +50,7 @@ class ClassTextCorpus:
         class_names (Sequence[str], optional): Class names in label order.
         labels_file (str, optional): Read class names from this file (see
             :func:`~vlltr_mm.datasets.annotation_io.read_class_names`)
-            when ``class_names`` is None.
+            when ``class_names`` is None, else check them against it.
         wiki_dir (str, optional): The authors' ``desc_{i}.txt`` folder.
         json_file (str, optional): ``{name or index: text or [sentences]}``.
         text_dir (str, optional): One ``{class name}.txt`` per class.
@@ -77,6 +78,7 @@ class ClassTextCorpus:
             disables caching. Defaults to None.
 
     Attributes:
+        class_names_source (str): ``labels_file``, else ``'class_names'``.
         sentences (list[str]): ``N`` sentences, class-major.
         sentence_labels (np.ndarray): int64 ``[N]`` class of each sentence.
         class_offsets (np.ndarray): int64 ``[C + 1]``.
@@ -113,12 +115,11 @@ class ClassTextCorpus:
                                  'labels_file')
             class_names = read_class_names(labels_file)
         elif labels_file is not None:
-            from_file = read_class_names(labels_file)
-            if len(from_file) != len(class_names):
-                raise ValueError(
-                    f'labels file {labels_file} has {len(from_file)} classes '
-                    f'but {len(class_names)} class names were given')
+            check_class_order(class_names, 'the class_names argument',
+                              read_class_names(labels_file),
+                              f'the labels file {labels_file}')
         self.class_names = [str(n) for n in class_names]
+        self.class_names_source = labels_file or 'class_names'
         if not self.class_names:
             raise ValueError('ClassTextCorpus needs at least one class')
         if len(set(self.class_names)) < len(self.class_names):

@@ -6,7 +6,8 @@ text embeddings), ``indices`` [C, M] (corpus rows, best first), ``mask``
 cut-off rule) and ``meta``. It is reused only while every entry of
 :data:`MATCH_KEYS` in ``meta`` equals this run's: together they cover every
 input that changes the scores (corpus, stage-1 weights, both towers'
-configs, the pool list, its chosen images, its pipeline, the rule and M).
+configs, the pool list, its images (draws included), its pipeline, its
+options such as the seed of a random pipeline, the rule and M).
 """
 import hashlib
 import json
@@ -18,11 +19,13 @@ from mmengine import dist
 
 from vlltr_mm.utils.files import atomic_write, file_sha256
 
-VERSION = 2
+# 3: pool_options (draw, pipeline choice, seed) joined the key.
+VERSION = 3
+POOL_KEYS = ('image_encoder_sha256', 'pool_list_sha256', 'pool_sha256',
+             'pool_pipeline_sha256', 'pool_options')
 MATCH_KEYS = ('version', 'corpus_fingerprint', 'checkpoint_sha256',
-              'text_encoder_sha256', 'image_encoder_sha256',
-              'pool_list_sha256', 'pool_sha256', 'pool_pipeline_sha256',
-              'selection', 'num_anchors')
+              'text_encoder_sha256') + POOL_KEYS + ('selection',
+                                                     'num_anchors')
 NO_ARTIFACT = 'no artifact yet'
 
 
@@ -58,11 +61,12 @@ def artifact_key(corpus, checkpoint: str, text_cfg: dict, model_cfg,
         num_anchors=num_anchors)
     image = [model_cfg.get('backbone'), model_cfg.get('data_preprocessor')]
     key.update(
-        dict.fromkeys(MATCH_KEYS[4:8], 'unused') if pool is None else dict(
+        dict.fromkeys(POOL_KEYS, 'unused') if pool is None else dict(
             image_encoder_sha256=config_sha256(image),
             pool_list_sha256=pool.list_sha256,
             pool_sha256=pool.images_sha256,
-            pool_pipeline_sha256=pool.pipeline_sha256))
+            pool_pipeline_sha256=pool.pipeline_sha256,
+            pool_options=pool.options))
     return key
 
 

@@ -3,11 +3,14 @@ import math
 import os.path as osp
 from typing import Optional
 
+import numpy as np
 import torch
 from mmengine import dist
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
+
+from vlltr_mm.datasets.class_text.class_order import check_class_order
 
 from .anss_artifact import (
     NO_ARTIFACT,
@@ -24,8 +27,11 @@ from .anss_checkpoint import (
 )
 from .anss_inputs import build_corpus, embed_sentences, text_encoder_cfg
 from .anss_pool import build_pool, embed_pool, score_sentences
-from .anss_report import report_path, selection_summary, write_report
+from .anss_pool_spec import check_pool_spec
+from .anss_randomness import preserved_global_rng
+from .anss_report import report_path, write_report
 from .anss_scoring import select_anchors
+from .anss_summary import summary_lines
 
 
 @HOOKS.register_module()
@@ -38,9 +44,12 @@ class AnchorSentenceSelectionHook(Hook):
     head's ``num_anchors`` (M) best per class; ``selection='cutoff'`` keeps
     the first M instead (Table 4, #7) and skips the pool. Work is split
     across ranks. Rank 0 writes the artifact (:mod:`.anss_artifact`; reused
-    while its key matches) and a per-class Markdown report next to it
-    (:mod:`.anss_report`). The anchors go into the head with
-    :meth:`LGRHead.set_anchors`, so every checkpoint carries them; the
+    while its key matches) and a Markdown report next to it
+    (:mod:`.anss_report`: a per-class summary, then every class's kept and
+    dropped sentences); a few summary lines go to the log. The global
+    random states are left as they were found, so a run that computes the
+    anchors trains like one that reuses them. The anchors go into the head
+    with :meth:`LGRHead.set_anchors`, so every checkpoint carries them; the
     stage-1 checkpoint path is recorded in saved checkpoints, so a resumed
     run finds it again.
 
@@ -53,12 +62,18 @@ class AnchorSentenceSelectionHook(Hook):
             ``OpenCLIPTextEncoder`` of the backbone's ``model_name``.
         checkpoint (str, optional): Stage-1 checkpoint. Defaults to None:
             the one recorded in a resumed checkpoint, else ``load_from``.
-        pool (dict): Image pool: ``split`` (``'val'``, ``'train'`` or
-            ``'test'``, rebuilt with the val pipeline), ``max_per_class``
-            (int, or None for the whole split), ``mode`` (``'first'`` or
-            ``'random'``), ``seed``; optional ``dataset`` / ``pipeline``
-            override the runner's. Defaults to ``dict(split='val',
-            max_per_class=50, mode='first', seed=0)``.
+        pool (dict, optional): Image pool options, checked here (see
+            :mod:`.anss_pool_spec`): ``split`` (``'val'``, ``'train'`` or
+            ``'test'``), ``max_per_class`` (int, or None for the whole
+            split), ``mode`` (``'first'`` or ``'random'``), ``draw`` (None:
+            each image once; ``'sqrt'``: as many draws with replacement,
+            weights ``1 / sqrt(n_c)``), ``pipeline`` (``'val'``,
+            ``'train'`` or a list of transforms), ``seed``, optional
+            ``dataset``. The authors' iNat pool is ``dict(split='train',
+            max_per_class=50, mode='first', draw='sqrt', pipeline='train',
+            seed=0)``. Defaults to None: ``dict(split='val',
+            max_per_class=50, mode='first', draw=None, pipeline='val',
+            seed=0)``.
         selection (str): ``'anss'`` or ``'cutoff'``. Defaults to ``'anss'``.
         batch_size (int): Sentences / images per forward. Defaults to 256.
         num_workers (int): Pool dataloader workers. Defaults to 2.
@@ -88,11 +103,7 @@ class AnchorSentenceSelectionHook(Hook):
         if selection not in ('anss', 'cutoff'):
             raise ValueError("selection must be 'anss' or 'cutoff', got "
                              f'{selection!r}')
-        self.pool = dict(split='val', max_per_class=50, mode='first', seed=0)
-        self.pool.update(pool or {})
-        if self.pool['split'] not in ('val', 'train', 'test'):
-            raise ValueError("pool split must be 'val', 'train' or 'test', "
-                             f"got {self.pool['split']!r}")
+        self.pool = check_pool_spec(pool)
         self.corpus, self.text_encoder = corpus, text_encoder
         self.checkpoint, self.selection = checkpoint, selection
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -145,16 +156,29 @@ class AnchorSentenceSelectionHook(Hook):
                     meta=dict(logit_scale=scale, embed_dim=text.shape[1]))
 
     def before_train(self, runner) -> None:
+        # Building towers and random pool transforms draw random numbers;
+        # training must not depend on whether the anchors were computed.
+        with preserved_global_rng():
+            self._select(runner)
+
+    def _select(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         head = self._head(model)
         m = head.num_anchors
         path = locate_stage1(self.checkpoint, self._resumed_record, runner)
         corpus = build_corpus(self.corpus, runner)
+        data = runner.train_dataloader.dataset
+        check_class_order(
+            data.metainfo['classes'], 'the training data ({})'.format(
+                getattr(data, 'classes_source', None) or 'its metainfo'),
+            corpus.class_names,
+            f'the AnSS corpus ({corpus.class_names_source})')
         if getattr(head, 'num_classes', corpus.num_classes) != \
                 corpus.num_classes:
-            raise ValueError(f'the head has {head.num_classes} classes but '
-                             f'the corpus {corpus.num_classes}')
+            raise ValueError(
+                f'the head has {head.num_classes} classes but the corpus '
+                f'({corpus.class_names_source}) has {corpus.num_classes}')
         pool = build_pool(self.pool, runner.cfg, corpus.class_names) \
             if self.selection == 'anss' else None
         text_cfg = text_encoder_cfg(self.text_encoder, model)
@@ -180,7 +204,9 @@ class AnchorSentenceSelectionHook(Hook):
                 class_names=list(corpus.class_names),
                 num_classes=corpus.num_classes,
                 num_sentences=corpus.num_sentences,
-                num_pool_images=0 if pool is None else len(pool.indices))
+                num_pool_images=0 if pool is None else len(pool.indices),
+                num_pool_distinct_images=0 if pool is None else len(
+                    np.unique(pool.indices)))
             if dist.get_rank() == 0:
                 write_artifact(out_path, art)
                 runner.logger.info(f'AnSS: wrote {out_path}')
@@ -192,7 +218,8 @@ class AnchorSentenceSelectionHook(Hook):
         check_ranks_agree(art, runner.logger)
         head.set_anchors(art['anchors'], art['mask'],
                          logit_scale=math.exp(art['meta']['logit_scale']))
-        runner.logger.info(selection_summary(art, corpus))
+        for line in summary_lines(art, corpus):
+            runner.logger.info(line)
         self._record = dict(art['meta'], artifact=osp.abspath(out_path),
                             report=osp.abspath(report))
         # Class names stay in the artifact, not in every checkpoint.

@@ -1,10 +1,11 @@
 """The image pool I' of anchor sentence selection (VL-LTR §3.3, Eq. 2).
 
 The pool is one split of the run's data (``val``, ``train`` or ``test``)
-rebuilt with the evaluation pipeline, at most K images per class. Besides
-the images, :class:`ImagePool` carries the fingerprints that must enter the
-AnSS artifact key: the list file's bytes, the chosen images and the
-pipeline config.
+rebuilt with the evaluation or the training pipeline, at most K images per
+class, each once or drawn with square-root weights (the options:
+:mod:`.anss_pool_spec`). Besides the images, :class:`ImagePool` carries the
+fingerprints that must enter the AnSS artifact key: the list file's bytes,
+the pool's images (draws included), the pipeline config and the options.
 """
 import copy
 import hashlib
@@ -20,11 +21,14 @@ from mmpretrain.registry import DATASETS
 from torch.utils.data import DataLoader, Subset
 
 from vlltr_mm.datasets.class_text.corpus_build import RankZeroProgress
+from vlltr_mm.datasets.samplers import SquareRootSampler
 from vlltr_mm.models.classifiers.corpus_embedding import rank_shard
 from vlltr_mm.utils.distributed import gather_no_grad
 from vlltr_mm.utils.files import file_sha256
 
 from .anss_artifact import config_sha256
+from .anss_pool_spec import pool_options
+from .anss_randomness import SeededItems
 from .anss_scoring import lin_loss_scores, select_pool
 
 
@@ -32,20 +36,28 @@ class ImagePool(NamedTuple):
     """The chosen pool images and their fingerprints.
 
     Attributes:
-        dataset (BaseDataset): The split, with the evaluation pipeline.
-        indices (np.ndarray): int64 ``[P]`` chosen rows of ``dataset``.
+        dataset (BaseDataset): The split, with the pool's pipeline.
+        indices (np.ndarray): int64 ``[P]`` rows of ``dataset``, in pool
+            order (ascending, or in draw order with repeats for
+            ``draw='sqrt'``).
         labels (np.ndarray): int64 ``[P]`` their classes.
+        seed (int): Seeds image ``k``'s pipeline with ``(seed, k)``.
         list_sha256 (str): SHA-256 of the split's list file (None when the
             dataset has no ``ann_file``).
-        images_sha256 (str): SHA-256 of the chosen ``(path, label)`` rows.
+        images_sha256 (str): SHA-256 of the pool's ``(path, label)`` rows,
+            in pool order.
         pipeline_sha256 (str): SHA-256 of the pipeline config.
+        options (str): The pool options
+            (:func:`.anss_pool_spec.pool_options`).
     """
     dataset: Any
     indices: np.ndarray
     labels: np.ndarray
+    seed: int
     list_sha256: Optional[str]
     images_sha256: str
     pipeline_sha256: str
+    options: str
 
 
 def _innermost(dataset_cfg: dict) -> dict:
@@ -56,18 +68,20 @@ def _innermost(dataset_cfg: dict) -> dict:
 
 
 def _pool_configs(spec: dict, cfg) -> tuple:
-    """The pool's dataset config and evaluation pipeline."""
-    ds_cfg = spec.get('dataset') or (cfg.get(f"{spec['split']}_dataloader")
-                                     or {}).get('dataset')
-    pipeline = spec.get('pipeline')
-    for name in ('val_dataloader', 'test_dataloader'):
-        if pipeline is None and cfg.get(name):
-            pipeline = _innermost(cfg[name]['dataset'])['pipeline']
+    """The pool's dataset config and its pipeline (``spec['pipeline']``)."""
+    ds_cfg = spec['dataset'] or (cfg.get(f"{spec['split']}_dataloader")
+                                 or {}).get('dataset')
+    pipeline = spec['pipeline']
+    if isinstance(pipeline, str):
+        loaders = ('train_dataloader', ) if pipeline == 'train' else (
+            'val_dataloader', 'test_dataloader')
+        pipeline = next((_innermost(cfg[name]['dataset']).get('pipeline')
+                         for name in loaders if cfg.get(name)), None)
     if ds_cfg is None or pipeline is None:
         raise ValueError(
-            f"no {spec['split']}_dataloader dataset / val pipeline in the "
-            'runner config; give pool=dict(dataset=..., pipeline=...) or '
-            'build the runner from a config')
+            f"no {spec['split']}_dataloader dataset / {spec['pipeline']} "
+            'pipeline in the runner config; give pool=dict(dataset=..., '
+            'pipeline=[...]) or build the runner from a config')
     ds_cfg = copy.deepcopy(_innermost(ds_cfg))
     ds_cfg['pipeline'] = copy.deepcopy(pipeline)
     return ds_cfg, pipeline
@@ -77,9 +91,8 @@ def build_pool(spec: dict, cfg, class_names: Sequence[str]) -> ImagePool:
     """Build the pool and warn about classes it has no image of.
 
     Args:
-        spec (dict): The hook's ``pool`` argument (``split``,
-            ``max_per_class``, ``mode``, ``seed``, optional ``dataset`` /
-            ``pipeline``).
+        spec (dict): The hook's ``pool`` argument, checked by
+            :func:`.anss_pool_spec.check_pool_spec`.
         cfg (Config): The runner's config.
         class_names (Sequence[str]): The corpus classes, in label order.
 
@@ -94,16 +107,19 @@ def build_pool(spec: dict, cfg, class_names: Sequence[str]) -> ImagePool:
                          f'the corpus only {len(class_names)} classes')
     keep = select_pool(labels, spec['max_per_class'], spec['mode'],
                        spec['seed'])
+    if spec['draw'] == 'sqrt' and len(keep):
+        keep = _draw_sqrt(dataset, keep, spec['seed'])
     ann_file = getattr(dataset, 'ann_file', None)
     missing = np.flatnonzero(
         np.bincount(labels[keep], minlength=len(class_names)) == 0)
     if len(missing):
         names = [class_names[c] for c in missing[:20]]
+        drawn = ' (none drawn)' if spec['draw'] else ''
         print_log(
-            f"AnSS: the {spec['split']} pool ({ann_file}) has no image of "
-            f'{len(missing)} classes {names}; their sentences score +inf '
-            'and keep corpus order (cut-off anchors). Add images of them '
-            'to that list or choose another pool=dict(split=...).',
+            f"AnSS: the {spec['split']} pool ({ann_file}) has no image"
+            f'{drawn} of {len(missing)} classes {names}; their sentences '
+            'score +inf and keep corpus order (cut-off anchors). Add images '
+            'of them to that list or choose another pool=dict(split=...).',
             logger='current', level=30)
     digest = hashlib.sha256()
     for i in keep.tolist():
@@ -111,14 +127,29 @@ def build_pool(spec: dict, cfg, class_names: Sequence[str]) -> ImagePool:
         digest.update(f"{info.get('img_path')}\t{labels[i]}\n".encode())
     list_sha = file_sha256(ann_file) if ann_file and osp.isfile(
         ann_file) else None
-    return ImagePool(dataset, keep, labels[keep], list_sha,
-                     digest.hexdigest(), config_sha256(pipeline))
+    return ImagePool(dataset, keep, labels[keep], spec['seed'], list_sha,
+                     digest.hexdigest(), config_sha256(pipeline),
+                     pool_options(spec))
+
+
+def _draw_sqrt(dataset, keep: np.ndarray, seed: int) -> np.ndarray:
+    """``len(keep)`` draws with replacement from the rows ``keep``, weight
+    ``1 / sqrt(n_c)`` over them (the authors' iNat select loader: their
+    weighted sampler at epoch 0, one process), in draw order."""
+    sampler = SquareRootSampler(
+        Subset(dataset, keep.tolist()), seed=seed, round_up=False)
+    return keep[sampler.global_indices().numpy()]
 
 
 @torch.no_grad()
 def embed_pool(model, backbone_state: dict, pool: ImagePool, dim: int,
                batch_size: int, num_workers: int) -> torch.Tensor:
     """Embed the pool images with the stage-1 image tower, over ranks.
+
+    Pool image ``k`` goes through the pipeline under generators seeded
+    from ``(pool.seed, k)`` (:class:`.anss_randomness.SeededItems`), so a
+    random pipeline gives the same embeddings for any ``num_workers``,
+    ``batch_size`` or number of ranks.
 
     Args:
         model (BaseModel): The stage-2 model (its ``data_preprocessor``
@@ -146,10 +177,14 @@ def embed_pool(model, backbone_state: dict, pool: ImagePool, dim: int,
     backbone.eval()
     rows, sizes = rank_shard(len(pool.indices))
     loader = DataLoader(
-        Subset(pool.dataset, pool.indices[rows].tolist()),
+        Subset(SeededItems(pool.dataset, pool.indices, pool.seed),
+               rows.tolist()),
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=pseudo_collate)
+        collate_fn=pseudo_collate,
+        # The loader's base seed would come from the global generator;
+        # SeededItems seeds every image, so a private one does.
+        generator=torch.Generator())
     progress = RankZeroProgress(len(rows), 'AnSS: pool image embeddings')
     out = []
     for batch in loader:

@@ -224,7 +224,7 @@ def select_pool(labels,
         labels (np.ndarray): Label of every image of the split, shape [n].
         max_per_class (int, optional): K; None keeps the whole split.
         mode (str): ``'first'`` keeps each class's first K images in split
-            order (the authors' iNat pool), ``'random'`` a seeded uniform
+            order (the authors' iNat subset), ``'random'`` a seeded uniform
             subset of K. Defaults to ``'first'``.
         seed (int): Seed of ``'random'``. Defaults to 0.
 

@@ -6,9 +6,16 @@ are only logged, and the run goes on with whatever did not load left at
 its initial value (a random classifier, zero anchors). A NaN checkpoint
 loads as well. This hook turns each of these into an error that names the
 file and the keys.
+
+A partial load that the config allows is said in one line (counts per
+allowed prefix), and the checkpoint handed on to MMEngine is made to fit
+the model exactly (allowed unexpected keys dropped, allowed missing or
+mis-shaped keys set to the model's own values), so MMEngine's own
+key-by-key dump of the same facts, thousands of characters long for a
+CLIP tower, is not printed; the weights loaded are the same.
 """
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -26,6 +33,41 @@ from ...utils.checkpoint import (
 
 def _matches(key: str, prefixes: Sequence[str]) -> bool:
     return any(key.startswith(p) for p in prefixes)
+
+
+def _per_prefix(keys: Sequence[str], prefixes: Sequence[str]) -> str:
+    """``'head. 15, logit_scale 1'``: allowed keys counted per prefix."""
+    counts = {p: sum(k.startswith(p) for k in keys) for p in prefixes}
+    return ', '.join(f'{p} {n}' for p, n in counts.items() if n)
+
+
+def _fit_allowed(checkpoint: dict, model_state: Dict[str, object],
+                 allowed: Dict[str, List[str]]) -> None:
+    """Make ``checkpoint``'s state dict fit the model where allowed.
+
+    Allowed unexpected keys are dropped; allowed missing and mis-shaped
+    keys get the model's current tensors (loading them changes nothing).
+    The state dict is replaced by a new dict, not edited, so hooks that
+    kept a reference to it still see what the file holds.
+    """
+    nested = isinstance(checkpoint.get('state_dict'), dict)
+    state = checkpoint['state_dict'] if nested else checkpoint
+    drop = set(allowed.get('unexpected', ()))
+    own = set(allowed.get('missing', ())) | {
+        entry.split(': checkpoint ', 1)[0]
+        for entry in allowed.get('mismatched', ())
+    }
+    fitted = {}
+    for key, value in state.items():
+        bare = key[len('module.'):] if key.startswith('module.') else key
+        if bare not in drop and bare not in own:
+            fitted[key] = value
+    fitted.update({key: model_state[key] for key in sorted(own)})
+    if nested:
+        checkpoint['state_dict'] = fitted
+    else:
+        state.clear()
+        state.update(fitted)
 
 
 def _swap_strict_load(runner, value: Optional[bool]) -> Optional[bool]:
@@ -133,9 +175,10 @@ class CheckpointCheckHook(Hook):
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         mode = self._mode(runner)
+        model_state = model.state_dict()
         found = dict(
             zip(('missing', 'unexpected', 'mismatched'),
-                state_dict_mismatch(model.state_dict(), state)))
+                state_dict_mismatch(model_state, state)))
         allowed = {}
         if mode == 'init':
             for kind, keys in found.items():
@@ -161,12 +204,18 @@ class CheckpointCheckHook(Hook):
                 'start training from part of a checkpoint on purpose, '
                 'list the key prefixes in default_hooks.checkpoint_check '
                 '(allow_missing / allow_unexpected / allow_mismatched).')
-        skipped = {k: len(v) for k, v in allowed.items() if v}
-        if skipped:
-            runner.logger.info(
-                f'Partial load of {source} allowed by the config: '
-                + ', '.join(f'{n} {k}' for k, n in skipped.items())
-                + ' keys skipped.')
+        if not any(allowed.values()):
+            return
+        _fit_allowed(checkpoint, model_state, allowed)
+        what = dict(
+            missing='missing keys keep the initial values',
+            unexpected='unexpected keys ignored',
+            mismatched='keys of another shape keep the initial values')
+        runner.logger.info(
+            f'Partial load of {source} allowed by the config: ' + '; '.join(
+                f'{len(keys)} {what[kind]} '
+                f'({_per_prefix(keys, self.allow[kind])})'
+                for kind, keys in allowed.items() if keys) + '.')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         bad = nonfinite_keys(checkpoint.get('state_dict', {}))

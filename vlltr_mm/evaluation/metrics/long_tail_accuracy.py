@@ -10,6 +10,10 @@ from mmpretrain.registry import METRICS
 from vlltr_mm.datasets.annotation_io import count_classes_from_file
 from vlltr_mm.models.utils.class_prior import check_class_counts
 
+from .branch_predictions import branches_of, extra_top1, top1_hits
+from .long_tail_groups import GROUP_RULES, score_groups, split_classes
+from .per_class_report import check_per_class_file, write_per_class_file
+
 
 @METRICS.register_module()
 class LongTailAccuracy(BaseMetric):
@@ -22,21 +26,37 @@ class LongTailAccuracy(BaseMetric):
     otherwise. The defaults are the paper's (many >= 100, few <= 20); the
     OLTR / decoupling code uses the exclusive form.
 
-    A group's accuracy is the top-1 accuracy of each of its classes that
-    occurs in the evaluation set, averaged over those classes (on the
-    balanced test sets of the LT benchmarks this equals the accuracy over
-    the group's samples). Classes absent from the evaluation set are
-    skipped; a group with no such class scores NaN. All values are in %.
+    ``group_rule`` says how the groups are scored:
+
+    * ``'consistent'``: from the same top-1 prediction as
+      ``accuracy/top1``; a group's accuracy is the accuracy of each of its
+      classes present in the evaluation set, averaged over those classes
+      (on the balanced test sets of the LT benchmarks this equals the
+      accuracy over the group's samples).
+    * ``'authors'``: as the authors' evaluation (``shot_acc`` in their
+      ``engine.py``): from ``argmax(logits_image + logits_text)`` of the
+      raw LGR logits (``pred_label_logit_sum`` of ``LGRHead.predict``: no
+      softmax, no ``alpha``, no post-hoc adjustment), averaged over the
+      group's *samples*; classes without training images are in no group.
+      The overall top-k stays the fused score's.
+
+    A group without evaluation samples scores NaN. All values are in %.
 
     Like MMPretrain's ``Accuracy``, :meth:`process` reads ``pred_score``
     (or, failing that, ``pred_label``) and ``gt_label`` of each data sample.
-    Only the top-``max(topk)`` class indices of each sample are kept, not
-    the full score vector.
+    Only the top-``max(topk)`` class indices of each sample are kept (plus
+    the top-1 of each branch and the logit-sum label, see below), not the
+    full score vectors.
 
     Results, with the default prefix: ``accuracy/top{k}`` for each ``k`` in
     ``topk``, ``accuracy/many``, ``accuracy/medium``, ``accuracy/few`` and,
     if ``per_class``, ``accuracy/per_class``: a list of ``num_classes``
-    floats, NaN for classes absent from the evaluation set.
+    floats, NaN for classes absent from the evaluation set, from the
+    predictions the groups use. When the samples carry
+    ``pred_score_image`` and ``pred_score_text`` (``LGRHead``), each
+    branch alone also gets ``accuracy/top1_{branch}`` and
+    ``accuracy/{group}_{branch}`` (averaged as ``group_rule`` says), for
+    ``branch`` in ``image``, ``text``.
 
     Args:
         topk (int | Sequence[int]): The k of the top-k accuracies.
@@ -63,6 +83,14 @@ class LongTailAccuracy(BaseMetric):
             Defaults to None.
         per_class (bool): Whether to add the per-class accuracy list.
             Defaults to False.
+        group_rule (str): ``'consistent'`` or ``'authors'``, see above.
+            Defaults to ``'consistent'``.
+        per_class_file (str, optional): A ``.json`` file to write, after
+            every evaluation (on rank 0), with each class's name (from
+            ``dataset_meta['classes']``), training count, group, number of
+            evaluation samples and accuracy (and branch accuracies); a
+            relative path is under the runner's log directory
+            ``work_dir/<timestamp>/``. Defaults to None (no file).
         collect_device (str): Device for gathering results across ranks,
             ``'cpu'`` or ``'gpu'``. Defaults to ``'cpu'``.
         prefix (str, optional): Prefix of the result names.
@@ -82,6 +110,8 @@ class LongTailAccuracy(BaseMetric):
                  train_ann_file: Optional[str] = None,
                  num_classes: Optional[int] = None,
                  per_class: bool = False,
+                 group_rule: str = 'consistent',
+                 per_class_file: Optional[str] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = 'accuracy',
                  collect_dir: Optional[str] = None) -> None:
@@ -96,6 +126,11 @@ class LongTailAccuracy(BaseMetric):
             raise ValueError(
                 f'topk must be positive integers, got {topk!r}.')
         self.maxk = max(self.topk)
+        if group_rule not in GROUP_RULES:
+            raise ValueError(f'group_rule must be one of {GROUP_RULES}, got '
+                             f'{group_rule!r}')
+        self.group_rule = group_rule
+        self.per_class_file = check_per_class_file(per_class_file)
 
         if class_counts is not None and train_ann_file is not None:
             raise ValueError('Give at most one of class_counts and '
@@ -111,7 +146,7 @@ class LongTailAccuracy(BaseMetric):
                 f'({many_threshold}) make the few- and many-shot groups '
                 'overlap.')
         self._thresholds = (many_threshold, few_threshold, many_inclusive,
-                            few_inclusive)
+                            few_inclusive, group_rule)
         self.per_class = per_class
         self.explicit = class_counts is not None
         self.class_counts = None
@@ -130,12 +165,8 @@ class LongTailAccuracy(BaseMetric):
                              f'{len(counts)}; lower topk.')
         self.class_counts = counts
         self.num_classes = len(counts)
-        many_t, few_t, many_inc, few_inc = self._thresholds
-        n = torch.from_numpy(counts)
-        many = n >= many_t if many_inc else n > many_t
-        few = n <= few_t if few_inc else n < few_t
         # [num_classes] bool masks, one per group.
-        self.group_masks = dict(many=many, medium=~(many | few), few=few)
+        self.group_masks = split_classes(counts, *self._thresholds)
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         """Keep the top-k predicted classes and the label of each sample.
@@ -144,7 +175,9 @@ class LongTailAccuracy(BaseMetric):
             data_batch: A batch from the dataloader (unused).
             data_samples (Sequence[dict]): Model outputs with ``gt_label``
                 and ``pred_score`` (shape ``[num_classes]``) or
-                ``pred_label``.
+                ``pred_label``; optionally ``pred_score_image`` and
+                ``pred_score_text``; ``pred_label_logit_sum`` for
+                ``group_rule='authors'``.
         """
         if self.class_counts is None:
             raise RuntimeError(
@@ -177,12 +210,15 @@ class LongTailAccuracy(BaseMetric):
                 torch.as_tensor(s.get('pred_label')).reshape(-1)[:1]
                 for s in data_samples
             ]).cpu()
+        # One int per sample for each branch and the authors' groups.
+        extra = extra_top1(data_samples, self.group_rule == 'authors')
         # One entry per sample: MMEngine drops the padding of the
         # distributed sampler by truncating the gathered list to the
         # dataset size.
         self.results.extend(
-            dict(pred_topk=p, gt_label=g)
-            for p, g in zip(pred.unbind(0), gt))
+            dict(pred_topk=p, gt_label=g,
+                 **{key: v[i] for key, v in extra.items()})
+            for i, (p, g) in enumerate(zip(pred.unbind(0), gt)))
 
     def compute_metrics(self, results: List[dict]) -> dict:
         """Compute the accuracies from all gathered samples.
@@ -213,16 +249,28 @@ class LongTailAccuracy(BaseMetric):
             metrics[f'top{k}'] = acc.item()
 
         support = torch.bincount(gt, minlength=self.num_classes).double()
-        hits = torch.bincount(
-            gt, weights=correct[:, 0].double(), minlength=self.num_classes)
-        present = support > 0
+        hit = correct[:, 0]
+        if self.group_rule == 'authors':
+            hit = top1_hits(results, 'pred_logit_sum', gt)
         # [num_classes], NaN where a class has no evaluation sample.
-        class_acc = torch.where(present, hits / support.clamp(min=1) * 100,
-                                torch.full_like(hits, float('nan')))
-        for name, mask in self.group_masks.items():
-            chosen = mask & present
-            metrics[name] = (class_acc[chosen].mean().item()
-                             if chosen.any() else float('nan'))
+        class_acc = {}
+        class_acc['accuracy'], groups = score_groups(
+            hit, gt, support, self.group_masks, self.group_rule)
+        metrics.update(groups)
+        for b in branches_of(results):
+            hit = top1_hits(results, f'pred_{b}', gt)
+            metrics[f'top1_{b}'] = hit.double().mean().item() * 100
+            class_acc[f'accuracy_{b}'], groups = score_groups(
+                hit, gt, support, self.group_masks, self.group_rule)
+            metrics.update({f'{k}_{b}': v for k, v in groups.items()})
         if self.per_class:
-            metrics['per_class'] = class_acc.tolist()
+            metrics['per_class'] = class_acc['accuracy'].tolist()
+        if self.per_class_file is not None:
+            # compute_metrics runs on rank 0 only: one writer.
+            scalars = {f'{self.prefix}/{k}': v
+                       for k, v in metrics.items() if k != 'per_class'}
+            write_per_class_file(
+                self.per_class_file, self.dataset_meta, self.class_counts,
+                self.group_masks, support, class_acc, self.group_rule,
+                scalars)
         return metrics

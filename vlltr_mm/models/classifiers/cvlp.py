@@ -191,8 +191,10 @@ class CVLP(StrictLoadMixin, BaseModel):
         self._prototypes = None  # text encoder is changing
         labels = torch.cat([s.gt_label for s in data_samples]).to(
             images.device)
-        img = F.normalize(self.extract_image_feat(images), dim=-1)
-        txt = F.normalize(self.extract_text_feat(texts), dim=-1)
+        # The losses normalise in float32 with autocast off: normalising
+        # here would round the directions to the autocast dtype first.
+        img = self.extract_image_feat(images)
+        txt = self.extract_text_feat(texts)
         scale = self.scale()
         losses = dict(
             loss_ccl=self.loss_lambda *

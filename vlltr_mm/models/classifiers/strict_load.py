@@ -17,7 +17,7 @@ from typing import Dict, List
 
 import torch
 
-from ...utils.checkpoint import list_keys, state_dict_mismatch
+from ...utils.checkpoint import SOURCE_KEY, list_keys, state_dict_mismatch
 
 _HINT = (
     'Load a checkpoint trained with this config (the same head, '
@@ -71,15 +71,18 @@ def state_dict_misfit(model: torch.nn.Module,
     ]
 
 
-def _refuse_misfit(model, state_dict, prefix, *args) -> None:
+def _refuse_misfit(model, state_dict, prefix, local_metadata, *args) -> None:
     """Load-state-dict pre-hook of :class:`StrictLoadMixin`."""
     if not model.strict_load:
         return
     problems = state_dict_misfit(model, state_dict, prefix)
     if problems:
+        # MMEngine's loader (vlltr_mm.utils.checkpoint) names the file.
+        source = (local_metadata or {}).get(SOURCE_KEY)
+        where = f' from checkpoint {source}' if source else ''
         raise RuntimeError(
-            f'The state dict loaded into {type(model).__name__} does not '
-            f'fit it:\n' + '\n'.join(problems) + '\n' + _HINT)
+            f'The state dict loaded into {type(model).__name__}{where} does '
+            f'not fit it:\n' + '\n'.join(problems) + '\n' + _HINT)
 
 
 class StrictLoadMixin:

@@ -10,6 +10,12 @@ With frozen anchors ``V`` [C, M, D] and their row-normalised form
 * ``x . G = sum_m a_m (x . V_m)`` and ``|G|^2 = a^T (V V^T) a`` with the
   fixed per-class Gram matrix [C, M, M].
 
+``detach_norm=True`` divides by a detached ``|G|``, the normalisation of
+the authors' iNaturalist LGR models (``v_detach``); see
+:class:`~.LGRHead`'s ``detach_text_norm``. The values are unchanged, the
+gradient no longer flows through ``|G|`` (and the backward skips the Gram
+term).
+
 Neither ``K`` [C, M, D] nor ``G`` [B, C, D] is formed: activations are
 [B, C, M] and the cost is O(B * C * M * D). A hand-written backward keeps
 only the attention and ``x . V`` (2 * B * C * M numbers) for the backward
@@ -24,9 +30,13 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 
-def direct_cosine(x: torch.Tensor, query: torch.Tensor,
-                  anchors: torch.Tensor, mask: torch.Tensor,
-                  proj_k: nn.Linear, norm_k: nn.LayerNorm) -> torch.Tensor:
+def direct_cosine(x: torch.Tensor,
+                  query: torch.Tensor,
+                  anchors: torch.Tensor,
+                  mask: torch.Tensor,
+                  proj_k: nn.Linear,
+                  norm_k: nn.LayerNorm,
+                  detach_norm: bool = False) -> torch.Tensor:
     """Eqs. 5-7 computed literally, forming ``K`` and ``G``: the reference
     the efficient form is checked against by the tests and benchmarks
     (a head whose ``text_cosine`` calls this), never used in training.
@@ -38,6 +48,8 @@ def direct_cosine(x: torch.Tensor, query: torch.Tensor,
         mask (Tensor): Bool [C, M], True = valid anchor.
         proj_k (nn.Linear): Key projection.
         norm_k (nn.LayerNorm): Key LayerNorm.
+        detach_norm (bool): Divide ``G`` by its detached norm (the
+            authors' ``v_detach``). Defaults to False.
 
     Returns:
         Tensor: ``cos(E^I, G)`` [B, C].
@@ -48,8 +60,13 @@ def direct_cosine(x: torch.Tensor, query: torch.Tensor,
     attn = attn.masked_fill(~mask, float('-inf'))
     gathered = torch.einsum('bcm,cmd->bcd', attn.softmax(-1),
                             anchors)  # Eq. 6
-    return torch.einsum('bd,bcd->bc', F.normalize(x, dim=-1),
-                        F.normalize(gathered, dim=-1))
+    if detach_norm:
+        # The same floor as F.normalize, so only the gradient differs.
+        norm = gathered.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        gathered = gathered / norm.detach()
+    else:
+        gathered = F.normalize(gathered, dim=-1)
+    return torch.einsum('bd,bcd->bc', F.normalize(x, dim=-1), gathered)
 
 
 @torch.no_grad()
@@ -104,6 +121,9 @@ class _AnchorAttention(torch.autograd.Function):
                 saved.append(proj)
         ctx.proj = saved
         ctx.chunk = chunk
+        # An unused output (|G|^2 behind a detached norm) then arrives as
+        # None in backward, which skips its Gram product.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(anchors, mask, scale, offset, gram)
         return dot, sq_norm
 
@@ -112,6 +132,10 @@ class _AnchorAttention(torch.autograd.Function):
     def backward(ctx, grad_dot, grad_sq):
         anchors, mask, scale, offset, gram = ctx.saved_tensors
         num_classes, num_anchors, dim = anchors.shape
+        if grad_dot is None and grad_sq is None:
+            return (None, ) * 10
+        if grad_dot is None:
+            grad_dot = torch.zeros_like(grad_sq)
         num = grad_dot.size(0)
         grad_hx = grad_dot.new_zeros(2 * num, dim)
         grad_hsum = grad_dot.new_zeros(num)
@@ -122,9 +146,13 @@ class _AnchorAttention(torch.autograd.Function):
             attn, xv = proj[0], proj[1]
             g_dot = grad_dot[:, s:e, None]
             # dL/da = g_dot * (x . V) + 2 * g_sq * (a V V^T)
-            grad_attn = torch.bmm(attn.transpose(0, 1), gram[s:e])
-            grad_attn = grad_attn.transpose(0, 1)
-            grad_attn.mul_(2 * grad_sq[:, s:e, None]).addcmul_(g_dot, xv)
+            if grad_sq is None:
+                grad_attn = xv * g_dot
+            else:
+                grad_attn = torch.bmm(attn.transpose(0, 1), gram[s:e])
+                grad_attn = grad_attn.transpose(0, 1)
+                grad_attn.mul_(2 * grad_sq[:, s:e, None]).addcmul_(
+                    g_dot, xv)
             # Softmax backward: a * (g - sum_m a g); masked a are 0.
             inner = (attn * grad_attn).sum(-1, keepdim=True)
             grad_logit = grad_attn.sub_(inner).mul_(attn)
@@ -148,7 +176,8 @@ def efficient_cosine(x: torch.Tensor,
                      mask: torch.Tensor,
                      stats: dict,
                      class_chunk: Optional[int] = None,
-                     eps: float = 1e-12) -> torch.Tensor:
+                     eps: float = 1e-12,
+                     detach_norm: bool = False) -> torch.Tensor:
     """``cos(E^I, G)`` of Eqs. 6-7 without forming ``K`` or ``G``.
 
     Runs in the anchors' dtype with autocast off, since ``|G|^2`` comes
@@ -164,6 +193,8 @@ def efficient_cosine(x: torch.Tensor,
         class_chunk (int, optional): Classes per chunk. Defaults to None
             (all at once).
         eps (float): Norm floor, as in ``F.normalize``. Defaults to 1e-12.
+        detach_norm (bool): Divide by a detached ``|G|`` (the authors'
+            ``v_detach``). Defaults to False.
 
     Returns:
         Tensor: Cosine similarities [B, C].
@@ -181,6 +212,8 @@ def efficient_cosine(x: torch.Tensor,
                                               stats['gram'], chunk, keep)
         x_norm = x.norm(dim=-1, keepdim=True).clamp_min(eps)
         g_norm = sq_norm.clamp_min(eps * eps).sqrt()
+        if detach_norm:
+            g_norm = g_norm.detach()
         return dot / (x_norm * g_norm)
 
 
@@ -188,7 +221,8 @@ def keyed_efficient_cosine(x: torch.Tensor, query: torch.Tensor,
                            proj_k: nn.Linear, norm_k: nn.LayerNorm,
                            anchors: torch.Tensor, mask: torch.Tensor,
                            stats: dict,
-                           class_chunk: Optional[int] = None) -> torch.Tensor:
+                           class_chunk: Optional[int] = None,
+                           detach_norm: bool = False) -> torch.Tensor:
     """:func:`efficient_cosine` from the key projection and LayerNorm: the
     efficient counterpart of :func:`direct_cosine` (same arguments plus the
     cached :func:`anchor_statistics` and the class chunk).
@@ -205,4 +239,4 @@ def keyed_efficient_cosine(x: torch.Tensor, query: torch.Tensor,
     if proj_k.bias is not None:
         shift = shift + query @ proj_k.bias
     return efficient_cosine(x, u * norm_k.weight, shift, anchors, mask,
-                            stats, class_chunk)
+                            stats, class_chunk, detach_norm=detach_norm)

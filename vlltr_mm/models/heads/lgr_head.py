@@ -1,11 +1,10 @@
 """Language-guided recognition (LGR) head of VL-LTR (paper §3.3, Eqs. 4-9).
 
 The text branch attends from the image embedding over the frozen anchor
-sentence embeddings of every class. It computes the numbers of Eqs. 5-7
-without forming the keys ``K`` [C, M, D] or the gathered texts ``G``
-[B, C, D], see :mod:`.lgr_attention` and ``docs/design.md``; the literal
-form (:func:`.lgr_attention.direct_cosine`) is the reference the tests and
-benchmarks compare it with.
+sentence embeddings of every class, without forming the keys ``K``
+[C, M, D] or the gathered texts ``G`` [B, C, D] (:mod:`.lgr_attention`,
+``docs/design.md``); the literal form
+(:func:`.lgr_attention.direct_cosine`) is the tests' and benchmarks' reference.
 """
 import math
 from typing import List, Optional, Sequence, Tuple, Union
@@ -35,7 +34,9 @@ class LGRHead(LGRAnchorStore, ClsHead):
 
     ``forward`` returns the fused class probabilities [B, C] (see
     ``alpha``); ``predict`` stores them as ``pred_score`` and keeps the
-    branch probabilities as ``pred_score_image`` / ``pred_score_text``.
+    branch probabilities as ``pred_score_image`` / ``pred_score_text`` and
+    the raw ``argmax(logits_image + logits_text)``, before any post-hoc
+    adjustment, as ``pred_label_logit_sum`` (``LongTailAccuracy`` reads it).
 
     Anchors are persistent, non-trainable buffers (``anchors`` [C, M, D],
     raw un-normalised text embeddings; ``anchor_mask`` [C, M], True =
@@ -80,6 +81,11 @@ class LGRHead(LGRAnchorStore, ClsHead):
             form; bounds temporary memory to O(B * class_chunk * M) (1024
             roughly halves the training peak at iNat size). None processes
             all classes at once. Defaults to None.
+        detach_text_norm (bool): Divide ``G`` by its detached norm in
+            ``cos(E^I, G)`` (Eq. 7): the same logits, no gradient through
+            ``|G|``, as the authors' iNaturalist LGR models train
+            (``LGR_*_v_detach_img_grad``, ``Block.forward`` in their
+            ``models/finetune.py``). Defaults to False.
         loss (dict): Loss for each branch; soft targets (``gt_score`` from
             Mixup / CutMix) are passed to it as they are. Defaults to
             ``dict(type='CrossEntropyLoss', loss_weight=1.0)``.
@@ -104,6 +110,7 @@ class LGRHead(LGRAnchorStore, ClsHead):
                  posthoc_target: str = 'image',
                  class_counts: Optional[Sequence[int]] = None,
                  class_chunk: Optional[int] = None,
+                 detach_text_norm: bool = False,
                  loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
                  topk: Union[int, Tuple[int]] = (1, ),
                  cal_acc: bool = False,
@@ -111,10 +118,11 @@ class LGRHead(LGRAnchorStore, ClsHead):
                      type='TruncNormal', layer='Linear', std=0.02, bias=0.)):
         super().__init__(
             loss=loss, topk=topk, cal_acc=cal_acc, init_cfg=init_cfg)
-        for name, value in (('num_classes', num_classes),
-                            ('in_channels', in_channels),
-                            ('num_anchors', num_anchors),
-                            ('mlp_ratio', mlp_ratio)):
+        positive = dict(num_classes=num_classes, in_channels=in_channels,
+                        num_anchors=num_anchors, mlp_ratio=mlp_ratio)
+        if class_chunk is not None:
+            positive['class_chunk'] = class_chunk
+        for name, value in positive.items():
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f'{name} must be a positive int, '
                                  f'got {value!r}')
@@ -125,10 +133,6 @@ class LGRHead(LGRAnchorStore, ClsHead):
         if posthoc_target not in ('image', 'fused'):
             raise ValueError(f"posthoc_target must be 'image' or 'fused', "
                              f'got {posthoc_target!r}')
-        if class_chunk is not None and (not isinstance(class_chunk, int)
-                                        or class_chunk <= 0):
-            raise ValueError(f'class_chunk must be None or a positive int, '
-                             f'got {class_chunk!r}')
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.num_anchors = num_anchors
@@ -138,6 +142,7 @@ class LGRHead(LGRAnchorStore, ClsHead):
         self.posthoc_target = posthoc_target
         self.class_prior = ClassPrior(class_counts, num_classes)
         self.class_chunk = class_chunk
+        self.detach_text_norm = bool(detach_text_norm)
 
         dim = in_channels
         self.attn_norm_q = nn.LayerNorm(dim)
@@ -213,7 +218,8 @@ class LGRHead(LGRAnchorStore, ClsHead):
         return keyed_efficient_cosine(x, query, self.attn_proj_k,
                                       self.attn_norm_k, self.anchors,
                                       self.anchor_mask, self._anchor_stats(),
-                                      self.class_chunk)
+                                      self.class_chunk,
+                                      detach_norm=self.detach_text_norm)
 
     def fuse(self, logits_image: torch.Tensor,
              logits_text: torch.Tensor) -> torch.Tensor:
@@ -268,8 +274,7 @@ class LGRHead(LGRAnchorStore, ClsHead):
             score = self.fuse(logits_image.detach(), logits_text.detach())
             acc = Accuracy.calculate(score, target, topk=self.topk)
             losses.update(
-                {f'accuracy_top-{k}': a
-                 for k, a in zip(self.topk, acc)})
+                {f'accuracy_top-{k}': a for k, a in zip(self.topk, acc)})
         return losses
 
     def predict(
@@ -277,18 +282,19 @@ class LGRHead(LGRAnchorStore, ClsHead):
         feats: Tuple[torch.Tensor],
         data_samples: Optional[List[Optional[DataSample]]] = None
     ) -> List[DataSample]:
-        """Fused ``pred_score``, ``pred_label`` and both branch scores."""
+        """Fused score and label, branch scores, ``pred_label_logit_sum``."""
         logits_image, logits_text = self.branch_logits(feats)
         score, score_image, score_text = (
             s.detach() for s in self.branch_scores(logits_image, logits_text))
         labels = score.argmax(dim=1, keepdim=True)
+        # From the logits: probabilities at logit scale 100 underflow to ties.
+        sum_labels = (logits_image + logits_text).argmax(1, keepdim=True)
         if data_samples is None:
             data_samples = [None] * score.size(0)
-        out = []
+        data_samples = [DataSample() if s is None else s for s in data_samples]
         for i, sample in enumerate(data_samples):
-            sample = DataSample() if sample is None else sample
             sample.set_pred_score(score[i]).set_pred_label(labels[i])
             sample.set_field(score_image[i], 'pred_score_image')
             sample.set_field(score_text[i], 'pred_score_text')
-            out.append(sample)
-        return out
+            sample.set_field(sum_labels[i], 'pred_label_logit_sum')
+        return data_samples

@@ -16,49 +16,93 @@ from ...utils.distributed import (
 
 
 def as_scalar(value: Union[Tensor, Number], ref: Tensor) -> Tensor:
-    """``value`` as a 0-dim tensor on ``ref``'s device (keeps autograd)."""
-    return torch.as_tensor(value, device=ref.device).reshape(())
+    """``value`` as a 0-dim tensor of ``ref``'s dtype and device (keeps
+    autograd)."""
+    if isinstance(value, Tensor):
+        return value.to(device=ref.device, dtype=ref.dtype).reshape(())
+    return torch.tensor(float(value), dtype=ref.dtype, device=ref.device)
+
+
+def full_precision(*tensors: Tensor) -> Tuple[Tensor, ...]:
+    """``tensors`` in their common dtype promoted to at least float32.
+
+    Float32 (or float64) inputs are returned as they are, not copied.
+    """
+    dtype = torch.float32
+    for x in tensors:
+        dtype = torch.promote_types(dtype, x.dtype)
+    return tuple(x.to(dtype) for x in tensors)
 
 
 class GlobalBatchLoss(nn.Module):
     """Base of the losses that compare local rows with the global batch.
 
-    The collectives are class attributes, called through ``self``, so that
-    a one-process benchmark can play one rank of many by overriding them
-    in a subclass (``tools/benchmark/bench_logits_memory.py``); training
-    uses the :mod:`vlltr_mm.utils.distributed` ones.
+    **Precision.** The losses normalise the embeddings, form the logits and
+    take their softmax in float32 whatever dtype the towers hand them, with
+    autocast off for that region (:meth:`float32_region`): under bf16 or
+    fp16 autocast the matmul would round logits of size up to
+    ``logit_scale`` (100 for CLIP) to 8 or 11 significant bits, and the
+    softmax turns that into a relative gradient error of up to
+    ``logit_scale * u`` (11-15 % measured in bf16 at B=256, D=1024). The
+    loss is float32 (float64 for float64 inputs); autograd casts the
+    embeddings' gradients back to their own dtype.
+
+    **Collectives.** They are class attributes, called through ``self``,
+    so that a one-process benchmark can play one rank of many by
+    overriding them in a subclass
+    (``tools/benchmark/bench_logits_memory.py``); training uses the
+    :mod:`vlltr_mm.utils.distributed` ones.
     """
 
     gather_batch_sizes = staticmethod(gather_batch_sizes)
     gather_with_grad = staticmethod(gather_with_grad)
     gather_no_grad = staticmethod(gather_no_grad)
 
+    @staticmethod
+    def float32_region(ref: Tensor):
+        """Context with autocast off on ``ref``'s device.
+
+        Upcasting alone is not enough: autocast would cast the float32
+        operands of the matmul back down.
+        """
+        return torch.autocast(ref.device.type, enabled=False)
+
     def local_global_logits(self, image_embeds: Tensor, text_embeds: Tensor,
-                            logit_scale: Tensor,
+                            logit_scale: Union[Tensor, Number],
                             sizes: List[int]) -> Tuple[Tensor, Tensor]:
         """Logits of the local rows against the global batch, both ways.
 
         Only the [B_local, B_global] slices this rank owns are built, never
         the [B_global, B_global] square; the gathered side carries
         gradients back to the rank it came from (see
-        :func:`~vlltr_mm.utils.distributed.gather_with_grad`).
+        :func:`~vlltr_mm.utils.distributed.gather_with_grad`). The
+        embeddings are upcast and normalised before the gather, so the
+        gradients of other ranks are summed in float32 too. Call inside
+        :meth:`float32_region`.
 
         Args:
-            image_embeds (Tensor): Local image embeddings, [B_local, D].
-            text_embeds (Tensor): Local text embeddings, [B_local, D].
-            logit_scale (Tensor): 0-dim, ``1 / tau``.
+            image_embeds (Tensor): Local image embeddings, [B_local, D],
+                any float dtype, normalised here.
+            text_embeds (Tensor): Local text embeddings, [B_local, D],
+                normalised here.
+            logit_scale (Tensor | float): 0-dim, ``1 / tau``.
             sizes (List[int]): Every rank's B_local.
 
         Returns:
             Tuple[Tensor, Tensor]: ``logits_per_image`` [B_local, B_global]
             (``scale * S_ij`` for local image i, global text j) and
             ``logits_per_text`` [B_local, B_global] (``scale * S_ji`` for
-            local text i, global image j).
+            local text i, global image j), float32 or wider.
         """
-        all_image_embeds = self.gather_with_grad(image_embeds, sizes)
-        all_text_embeds = self.gather_with_grad(text_embeds, sizes)
-        logits_per_image = logit_scale * image_embeds @ all_text_embeds.t()
-        logits_per_text = logit_scale * text_embeds @ all_image_embeds.t()
+        # Normalised before the gather: the [B_global, D] sides are then
+        # gathered once and never copied.
+        img, txt = (F.normalize(x, dim=-1)
+                    for x in full_precision(image_embeds, text_embeds))
+        all_img = self.gather_with_grad(img, sizes)
+        all_txt = self.gather_with_grad(txt, sizes)
+        logit_scale = as_scalar(logit_scale, img)
+        logits_per_image = logit_scale * img @ all_txt.t()
+        logits_per_text = logit_scale * txt @ all_img.t()
         return logits_per_image, logits_per_text
 
 
@@ -112,10 +156,11 @@ class ClassWiseContrastiveLoss(GlobalBatchLoss):
         """Compute the loss of this rank's rows.
 
         Args:
-            image_embeds (Tensor): L2-normalised image embeddings,
-                [B_local, D].
-            text_embeds (Tensor): L2-normalised embeddings of the sentence
-                drawn for each image, [B_local, D].
+            image_embeds (Tensor): Image embeddings, [B_local, D], any
+                float dtype; L2-normalised here in float32 (unit inputs
+                are fine).
+            text_embeds (Tensor): Embeddings of the sentence drawn for
+                each image, [B_local, D]; normalised here.
             labels (Tensor): Class index of each pair, [B_local], integer.
                 Shapes are not checked per batch: ``CVLP`` builds all three
                 from one batch.
@@ -123,9 +168,14 @@ class ClassWiseContrastiveLoss(GlobalBatchLoss):
                 exponentiated; gradients flow into it.
 
         Returns:
-            Tensor: 0-dim loss.
+            Tensor: 0-dim float32 loss (float64 for float64 inputs).
         """
-        logit_scale = as_scalar(logit_scale, image_embeds)
+        with self.float32_region(image_embeds):
+            return self._loss(image_embeds, text_embeds, labels,
+                              logit_scale)
+
+    def _loss(self, image_embeds: Tensor, text_embeds: Tensor,
+              labels: Tensor, logit_scale: Union[Tensor, float]) -> Tensor:
         sizes = self.gather_batch_sizes(labels.shape[0])
         logits_per_image, logits_per_text = self.local_global_logits(
             image_embeds, text_embeds, logit_scale, sizes)

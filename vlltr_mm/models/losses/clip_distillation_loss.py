@@ -6,7 +6,11 @@ import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
-from .class_wise_contrastive_loss import GlobalBatchLoss, as_scalar
+from .class_wise_contrastive_loss import (
+    GlobalBatchLoss,
+    as_scalar,
+    full_precision,
+)
 
 
 @MODELS.register_module()
@@ -46,10 +50,11 @@ class CLIPDistillationLoss(GlobalBatchLoss):
         """Compute the loss of this rank's rows.
 
         Args:
-            image_embeds (Tensor): Student's L2-normalised image
-                embeddings, [B_local, D].
-            text_embeds (Tensor): Student's L2-normalised text embeddings,
-                [B_local, D].
+            image_embeds (Tensor): Student's image embeddings,
+                [B_local, D], any float dtype; L2-normalised here in
+                float32 (unit inputs are fine).
+            text_embeds (Tensor): Student's text embeddings, [B_local, D];
+                normalised here.
             teacher_image_embeds (Tensor): Teacher's L2-normalised image
                 embeddings of the same images, [B_local, D_t].
             teacher_text_embeds (Tensor): Teacher's L2-normalised text
@@ -60,20 +65,25 @@ class CLIPDistillationLoss(GlobalBatchLoss):
                 ``1 / tau``, already exponentiated; treated as a constant.
 
         Returns:
-            Tensor: 0-dim loss.
+            Tensor: 0-dim float32 loss (float64 for float64 inputs).
         """
-        logit_scale = as_scalar(logit_scale, image_embeds)
-        teacher_logit_scale = as_scalar(teacher_logit_scale, image_embeds)
+        with self.float32_region(image_embeds):
+            return self._loss(image_embeds, text_embeds,
+                              teacher_image_embeds, teacher_text_embeds,
+                              logit_scale, teacher_logit_scale)
+
+    def _loss(self, image_embeds: Tensor, text_embeds: Tensor,
+              teacher_image_embeds: Tensor, teacher_text_embeds: Tensor,
+              logit_scale: Union[Tensor, float],
+              teacher_logit_scale: Union[Tensor, float]) -> Tensor:
         sizes = self.gather_batch_sizes(image_embeds.shape[0])
         logits_per_image, logits_per_text = self.local_global_logits(
             image_embeds, text_embeds, logit_scale, sizes)
         with torch.no_grad():
-            t_image = teacher_image_embeds.detach()
-            t_text = teacher_text_embeds.detach()
             # A half-precision teacher still gets a float32 softmax.
-            dtype = torch.promote_types(t_image.dtype, torch.float32)
-            t_image, t_text = t_image.to(dtype), t_text.to(dtype)
-            t_scale = teacher_logit_scale.detach().to(dtype)
+            t_image, t_text = full_precision(teacher_image_embeds.detach(),
+                                             teacher_text_embeds.detach())
+            t_scale = as_scalar(teacher_logit_scale, t_image).detach()
             all_t_image = self.gather_no_grad(t_image, sizes)
             all_t_text = self.gather_no_grad(t_text, sizes)
             target_per_image = F.softmax(

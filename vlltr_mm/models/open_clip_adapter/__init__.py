@@ -1,9 +1,9 @@
 """The adapter between open_clip models and MMPretrain modules.
 
 :mod:`.factory` builds open_clip models and loads CLIP weights,
-:mod:`.tower` wraps one tower of such a model as an MMPretrain module and
+:mod:`.tower` wraps one tower of such a model as an MMPretrain module,
 :mod:`.registry` makes the tiny test configs in ``configs/`` known to
-open_clip.
+open_clip and :mod:`.weight_fit` says why weights do not fit a model.
 """
 from .factory import (  # noqa: F401
     build_open_clip,

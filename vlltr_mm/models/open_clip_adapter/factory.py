@@ -29,11 +29,9 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from vlltr_mm.utils.checkpoint import (
-    list_keys,
-    state_dict_mismatch,
-    strip_module_prefix,
-)
+from vlltr_mm.utils.checkpoint import strip_module_prefix
+
+from .weight_fit import derived_keys, fit_problems
 
 #: Keys under which training frameworks nest the weights in a checkpoint.
 NESTING_KEYS = ('state_dict', 'model')
@@ -93,21 +91,9 @@ def _fit_check(source: str):
     """
 
     def hook(model, state_dict, prefix, *args) -> None:
-        derived = {'attn_mask'} | {
-            f'{name}.{buf}' if name else buf
-            for name, module in model.named_modules()
-            for buf in module._non_persistent_buffers_set
-        }
-        for key in derived & state_dict.keys():
+        for key in ({'attn_mask'} | derived_keys(model)) & state_dict.keys():
             del state_dict[key]
-        missing, unexpected, mismatched = state_dict_mismatch(
-            model.state_dict(), state_dict)
-        problems = [
-            f'{kind} ({len(keys)}): {list_keys(keys)}'
-            for kind, keys in (('missing keys', missing),
-                               ('unexpected keys', unexpected),
-                               ('shape mismatches', mismatched)) if keys
-        ]
+        problems = fit_problems(model.state_dict(), state_dict)
         if problems:
             raise RuntimeError(
                 f'Weights from {source} do not fit the open_clip model: ' +
@@ -154,18 +140,21 @@ def load_clip_weights(model: nn.Module, path: str) -> None:
 
 
 class _DropRandomInitWarning(logging.Filter):
-    # open_clip warns "initialized randomly" for any model created without
-    # a tag, although we load the weights file right after creation.
+    # open_clip warns "initialized randomly" for every model created without
+    # a tag. Here either a weights file is loaded right after creation or
+    # the weights come from a checkpoint loaded later (load_from, resume,
+    # AnSS's stage-1 file), which open_clip cannot know; RunSummaryHook
+    # warns when a run starts from random towers with no checkpoint.
 
     def filter(self, record: logging.LogRecord) -> bool:
         return 'initialized randomly' not in record.getMessage()
 
 
 @contextlib.contextmanager
-def _quiet_random_init_warning(active: bool):
+def _quiet_random_init_warning():
+    # open_clip logs through the root logger.
     root, drop = logging.getLogger(), _DropRandomInitWarning()
-    if active:
-        root.addFilter(drop)
+    root.addFilter(drop)
     try:
         yield
     finally:
@@ -202,8 +191,9 @@ def build_open_clip(model_name: str,
         pretrained (str, optional): An open_clip pretrained tag of
             ``model_name`` such as ``'openai'`` (downloaded by open_clip) or
             a local weights file (see :func:`load_clip_weights`). ``None``
-            keeps the random initialisation, also of timm / HF towers.
-            Defaults to None.
+            keeps the random initialisation, also of timm / HF towers,
+            without open_clip's "initialized randomly" warning (the weights
+            usually come from a checkpoint loaded later). Defaults to None.
         quick_gelu (bool, optional): Use QuickGELU activations. ``None``
             decides automatically: as the pretrained tag was trained, True
             for OpenAI TorchScript archives (all OpenAI CLIPs use it), else
@@ -231,9 +221,12 @@ def build_open_clip(model_name: str,
         kwargs['force_quick_gelu'] = True
     elif quick_gelu is not None:
         kwargs['quick_gelu'] = False
-    with _quiet_random_init_warning(path is not None):
+    with _quiet_random_init_warning():
         model = open_clip.create_model(
             model_name, pretrained=pretrained if tag_cfg else None, **kwargs)
+    if pretrained is None:
+        print_log(f"open_clip '{model_name}' built with random weights "
+                  '(pretrained=None)', logger='current', level=logging.DEBUG)
     if path is not None:
         load_clip_weights(model, path)
         print_log(f"Loaded CLIP weights of '{model_name}' from {path}",

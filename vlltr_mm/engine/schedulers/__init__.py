@@ -1,0 +1,1 @@
+from .deit_cosine_lr import DeiTCosineLR  # noqa: F401
