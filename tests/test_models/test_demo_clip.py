@@ -274,3 +274,44 @@ def test_checkpoint_skip_and_rebuild(ckpt, tmp_path):
                            saved['text.proj.weight'])
     assert torch.equal(other['visual.trunk.conv_stem.weight'],
                        saved['visual.trunk.conv_stem.weight'])
+
+
+def test_speed_options_keep_the_numbers(ckpt, model, images, tokens):
+    """channels_last images and trimmed padding give the towers' outputs
+    and gradients up to float rounding (the demo configs switch both on)."""
+    from vlltr_mm.models.backbones import OpenCLIPVisual
+    from vlltr_mm.models.necks import OpenCLIPTextEncoder
+    from vlltr_mm.models.open_clip_adapter import build_open_clip
+
+    clip_model = build_open_clip(dc.DEMO_MODEL_NAME, ckpt[0])
+    plain = OpenCLIPVisual(dc.DEMO_MODEL_NAME, clip_model=clip_model)
+    fast = OpenCLIPVisual(dc.DEMO_MODEL_NAME, clip_model=clip_model,
+                          channels_last=True)
+    outs, grads = [], []
+    for tower in (plain, fast):
+        tower.eval()
+        tower.zero_grad()
+        out = tower(images)[0]
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in
+                                tower.parameters() if p.grad is not None]))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    gap = (grads[1] - grads[0]).norm() / grads[0].norm()
+    assert gap < 1e-4, gap
+
+    text = OpenCLIPTextEncoder(dc.DEMO_MODEL_NAME, clip_model=clip_model,
+                               trim_padding=True).eval()
+    with torch.no_grad():
+        full = model.encode_text(tokens)
+        trimmed = text(tokens)
+    # The longest sentence decides the width; the rest is padding.
+    width = int((tokens != 0).any(0).nonzero().max()) + 1
+    assert width < tokens.shape[1]
+    torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-6)
+
+
+def test_trim_padding_needs_a_hugging_face_tower():
+    from vlltr_mm.models.necks import OpenCLIPTextEncoder
+    with pytest.raises(ValueError, match='trim_padding needs a Hugging Face'):
+        OpenCLIPTextEncoder('vlltr-tiny-rn', trim_padding=True)

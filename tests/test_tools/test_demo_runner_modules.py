@@ -1,8 +1,8 @@
 """Unit tests of the demo runner's modules (``tools/demo/demo_*.py``).
 
-The contract that makes the val selection valid: re-scoring a dump of the
-heads' branch probabilities with ``demo_selection.rescore`` gives exactly the
-scores the heads themselves predict with the chosen ``alpha`` / ``tau``.
+The alpha / tau selection they use is tested with its module
+(tests/test_evaluation/test_fusion_selection.py); the runner end to end in
+test_run_demo.py.
 """
 import argparse
 import glob
@@ -10,296 +10,20 @@ import json
 import math
 import os.path as osp
 import sys
-import warnings
+import threading
+import time
 
 import numpy as np
 import pytest
-import torch
 from mmengine.config import Config, DictAction
-from mmengine.evaluator import DumpResults
-from mmpretrain.structures import DataSample
-
-import vlltr_mm  # noqa: F401  (registers the heads)
-from vlltr_mm.models.heads import LGRHead, LogitAdjustedLinearClsHead
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'tools', 'demo'))
+import demo_eval  # noqa: E402
 import demo_report  # noqa: E402
-import demo_selection as sel  # noqa: E402
+import demo_schedule  # noqa: E402
 import demo_stages  # noqa: E402
-
-COUNTS = [50, 20, 8, 3, 1]
-POINTS = [(0.2, 0.0), (0.5, 1.0), (1.0, 2.0), (0.0, 0.5), (0.7, 1.25)]
-
-
-def softmax64(x):
-    """A dumped probability: float32 softmax, read back as float64."""
-    return x.float().softmax(-1).double().numpy()
-
-
-def pred_scores(samples):
-    return torch.stack([s.pred_score for s in samples]).double().numpy()
-
-
-# ---------------------------------------------------------------- rescore
-
-
-def lgr_head(alpha, tau, target='image', counts=COUNTS):
-    return LGRHead(
-        num_classes=5, in_channels=8, num_anchors=3,
-        alpha=alpha, posthoc_tau=tau, posthoc_target=target,
-        class_counts=counts)
-
-
-@torch.no_grad()
-def test_rescore_matches_lgr_head():
-    torch.manual_seed(0)
-    anchors = torch.randn(5, 3, 8)
-    feats = (torch.randn(7, 8) * 3, )
-    # The val dump is made with the stage's config: posthoc_tau = 0.
-    dump_head = lgr_head(0.2, 0.0)
-    dump_head.set_anchors(anchors)
-    state = dump_head.state_dict()
-    logits_image, logits_text = dump_head.branch_logits(feats)
-    dumped = dump_head.predict(feats)
-    p_img, p_txt = softmax64(logits_image), softmax64(logits_text)
-    np.testing.assert_allclose(
-        p_img, np.stack([s.pred_score_image.numpy() for s in dumped]))
-    np.testing.assert_allclose(
-        p_txt, np.stack([s.pred_score_text.numpy() for s in dumped]))
-    pred = dict(image=p_img, text=p_txt, score=pred_scores(dumped))
-    log_pi = sel.log_prior(COUNTS)
-    for alpha, tau in POINTS:
-        head = lgr_head(alpha, tau)
-        head.load_state_dict(state)
-        expected = pred_scores(head.predict(feats))
-        got = sel.rescore(pred, log_pi, alpha=alpha, tau=tau)
-        assert got.shape == (7, 5)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6,
-                                   err_msg=f'alpha={alpha}, tau={tau}')
-        # The adjustment must matter for these points, or the test is void.
-        if tau:
-            plain = sel.rescore(pred, log_pi, alpha=alpha, tau=0.0)
-            assert alpha == 0 or np.abs(plain - got).max() > 1e-3
-    # alpha None re-scores the dumped fused score, i.e. the head's
-    # posthoc_target='fused' with the dump's own alpha.
-    for tau in (0.0, 1.0, 2.0):
-        head = lgr_head(0.2, tau, target='fused')
-        head.load_state_dict(state)
-        np.testing.assert_allclose(
-            sel.rescore(pred, log_pi, alpha=None, tau=tau),
-            pred_scores(head.predict(feats)), rtol=0, atol=1e-6)
-
-
-@torch.no_grad()
-def test_rescore_matches_logit_adjusted_linear_head():
-    torch.manual_seed(1)
-    feats = (torch.randn(7, 8) * 3, )
-    base = LogitAdjustedLinearClsHead(
-        num_classes=5, in_channels=8, posthoc_tau=0.0, class_counts=COUNTS)
-    torch.nn.init.normal_(base.fc.weight)
-    pred = dict(score=pred_scores(base.predict(feats)))
-    log_pi = sel.log_prior(COUNTS)
-    for tau in (0.0, 0.5, 1.0, 2.0):
-        head = LogitAdjustedLinearClsHead(
-            num_classes=5, in_channels=8, posthoc_tau=tau,
-            class_counts=COUNTS)
-        head.load_state_dict(base.state_dict())
-        expected = pred_scores(head.predict(feats))
-        # Without branch scores alpha is ignored.
-        for alpha in (None, 0.3):
-            np.testing.assert_allclose(
-                sel.rescore(pred, log_pi, alpha=alpha, tau=tau), expected,
-                rtol=0, atol=1e-6, err_msg=f'tau={tau}')
-
-
-def test_log_prior_matches_class_prior():
-    for counts in (COUNTS, [50, 20, 0, 3, 1], [7]):
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # the zero-count warning
-            head = LogitAdjustedLinearClsHead(
-                num_classes=len(counts), in_channels=8, class_counts=counts)
-        expected = head.class_prior.log_prior(torch.float64).numpy()
-        got = sel.log_prior(counts)
-        assert got.dtype == np.float64 and np.isfinite(got).all()
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
-    # A class without images counts as one.
-    np.testing.assert_allclose(sel.log_prior([3, 0]),
-                               np.log([3 / 4, 1 / 4]))
-
-
-def test_balanced_accuracy():
-    gt = np.array([0, 0, 0, 0, 1, 2, 2])
-    score = np.eye(3)[[0, 0, 0, 1, 1, 0, 2]]
-    # Classes 0, 1, 2: 3/4, 1/1, 1/2; a class absent from gt is skipped.
-    assert sel.balanced_accuracy(score, gt) == pytest.approx(
-        (75 + 100 + 50) / 3)
-    assert sel.balanced_accuracy(np.eye(4)[[0, 0, 0, 1, 1, 0, 2]],
-                                 gt) == pytest.approx((75 + 100 + 50) / 3)
-
-
-# ----------------------------------------------------------------- select
-
-
-def grid_acc(choice, alpha, tau):
-    return next(p['val_acc'] for p in choice['grid']
-                if p['alpha'] == alpha and p['tau'] == tau)
-
-
-def head_biased(margin, counts, per_class=2):
-    """Image logits ``margin * onehot(y) + log(pi)``: a classifier that
-    learnt the training prior; exactly right once ``tau = 1``."""
-    log_pi = sel.log_prior(counts)
-    c = len(counts)
-    gt = np.repeat(np.arange(c), per_class)
-    logits = margin * np.eye(c)[gt] + log_pi
-    return gt, np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-
-
-def test_select_tau_unique_best():
-    counts = [100, 10, 1]
-    gt, score = head_biased(0.1, counts)
-    choice = sel.select(dict(gt=gt, score=score), counts, 'tau')
-    assert choice['alpha'] is None and choice['tau'] == 1.0
-    assert choice['val_acc'] == 100.0
-    assert len(choice['grid']) == len(sel.TAUS)
-    assert [p['tau'] for p in choice['grid']] == list(sel.TAUS)
-    others = [p['val_acc'] for p in choice['grid'] if p['tau'] != 1.0]
-    assert max(others) < 100.0
-    assert grid_acc(choice, None, 0.0) == pytest.approx(100 / 3, abs=1e-3)
-
-
-def test_select_tau_tie_takes_smallest_tau():
-    counts = [100, 10, 1]
-    # With a margin of 2 several taus are perfect: 0.75, 1.0 and 1.25.
-    gt, score = head_biased(2.0, counts)
-    choice = sel.select(dict(gt=gt, score=score), counts, 'tau')
-    perfect = [p['tau'] for p in choice['grid'] if p['val_acc'] == 100.0]
-    assert perfect == [0.75, 1.0, 1.25]
-    assert choice['tau'] == 0.75 and choice['alpha'] is None
-
-
-def alpha_case():
-    """Class 0 is right iff alpha > 0.55, class 1 iff alpha < 0.65, class 2
-    always: alpha = 0.6 is the one best grid point, whatever tau (the
-    counts are uniform, so tau changes nothing)."""
-    image = np.array([[0.6, 0.15, 0.25], [0.5, 0.15, 0.35],
-                      [0.1, 0.1, 0.8]])
-    text = np.array([[0.2, 0.75, 0.05], [0.1, 0.75, 0.15],
-                     [0.1, 0.1, 0.8]])
-    return dict(gt=np.array([0, 1, 2]), image=image, text=text,
-                score=0.2 * image + 0.8 * text)
-
-
-def test_select_alpha_unique_best():
-    pred = alpha_case()
-    for default in (0.2, 0.0, 1.0):
-        choice = sel.select(pred, [5, 5, 5], 'alpha', default_alpha=default)
-        assert choice['alpha'] == 0.6 and choice['tau'] == 0.0
-        assert choice['val_acc'] == 100.0
-        assert [p['alpha'] for p in choice['grid']] == list(sel.ALPHAS)
-        assert {p['tau'] for p in choice['grid']} == {0.0}
-        assert max(p['val_acc'] for p in choice['grid']
-                   if p['alpha'] != 0.6) < 100.0
-    # Both: every tau ties (uniform prior), the smallest wins.
-    choice = sel.select(pred, [5, 5, 5], 'alpha+tau')
-    assert len(choice['grid']) == len(sel.ALPHAS) * len(sel.TAUS)
-    assert (choice['alpha'], choice['tau']) == (0.6, 0.0)
-    assert all(grid_acc(choice, 0.6, t) == 100.0 for t in sel.TAUS)
-
-
-def test_select_alpha_tau_known_point_and_alpha_tie():
-    counts = [100, 10, 1]
-    gt, image = head_biased(0.1, counts)
-    # An uninformative text branch: every alpha > 0 ranks like the image
-    # branch, so only tau decides and alpha ties over 0.1 ... 1.0.
-    pred = dict(gt=gt, image=image, text=np.full_like(image, 1 / 3),
-                score=image)
-    for default, alpha in ((0.2, 0.2), (0.0, 0.1), (0.73, 0.7), (1.0, 1.0)):
-        choice = sel.select(pred, counts, 'alpha+tau', default_alpha=default)
-        assert (choice['alpha'], choice['tau']) == (alpha, 1.0), default
-        assert choice['val_acc'] == 100.0
-    best = [(p['alpha'], p['tau']) for p in choice['grid']
-            if p['val_acc'] == 100.0]
-    assert best == [(a, 1.0) for a in sel.ALPHAS if a > 0]
-    # 'tau' alone on an LGR dump adjusts the fused score; alpha stays None.
-    choice = sel.select(pred, counts, 'tau')
-    assert choice['alpha'] is None and choice['tau'] == 1.0
-
-
-def test_options():
-    assert sel.options({}) == []
-    assert sel.options(dict(alpha=None, tau=1.25, val_acc=1.0,
-                            grid=[])) == ['model.head.posthoc_tau=1.25']
-    assert sel.options(dict(alpha=0.6, tau=0.0)) == [
-        'model.head.alpha=0.6',
-        'model.head.posthoc_tau=0.0'
-    ]
-    assert sel.options(dict(alpha=0.0, tau=2.0)) == [
-        'model.head.alpha=0.0',
-        'model.head.posthoc_tau=2.0'
-    ]
-    # What select returns goes straight in.
-    choice = sel.select(alpha_case(), [5, 5, 5], 'alpha')
-    assert sel.options(choice)[-1] == 'model.head.posthoc_tau=0.0'
-
-
-def test_options_override_la_config(monkeypatch):
-    # tau = 0 must reach the LA config, whose default is 1.0.
-    monkeypatch.chdir(REPO)
-    for name, choice, expected in (
-            ('lgr-la', dict(alpha=0.6, tau=0.0), (0.6, 0.0)),
-            ('baseline-la', dict(alpha=None, tau=0.0), (None, 0.0))):
-        cfg = Config.fromfile(f'configs/vlltr/demo/{name}_demo_fmnist-lt.py')
-        assert cfg.model.head.posthoc_tau == 1.0
-        cfg.merge_from_dict(parse_options(sel.options(choice)))
-        head = cfg.model.head
-        got = (head.get('alpha') if expected[0] else None, head.posthoc_tau)
-        assert got == expected and isinstance(head.posthoc_tau, float)
-
-
-# -------------------------------------------------------- load_predictions
-
-
-@torch.no_grad()
-def test_load_predictions(tmp_path):
-    torch.manual_seed(2)
-    head = lgr_head(0.2, 0.0)
-    head.set_anchors(torch.randn(5, 3, 8))
-    feats = (torch.randn(6, 8), )
-    gt = [0, 4, 2, 2, 1, 3]
-
-    def dump(samples, path):
-        # What tools/test.py --out x.pkl does: the evaluator gets
-        # DataSample.to_dict() and DumpResults pickles the list.
-        metric = DumpResults(out_file_path=str(path))
-        metric.process(None, [s.to_dict() for s in samples])
-        metric.compute_metrics(metric.results)
-
-    samples = head.predict(
-        feats, [DataSample(metainfo=dict(sample_idx=i, img_path=f'{i}.png'))
-                .set_gt_label(k) for i, k in enumerate(gt)])
-    dump(samples, tmp_path / 'lgr.pkl')
-    pred = sel.load_predictions(str(tmp_path / 'lgr.pkl'))
-    assert set(pred) == {'gt', 'score', 'image', 'text'}
-    assert pred['gt'].dtype == np.int64 and pred['gt'].tolist() == gt
-    for key, field in (('score', 'pred_score'),
-                       ('image', 'pred_score_image'),
-                       ('text', 'pred_score_text')):
-        assert pred[key].dtype == np.float64 and pred[key].shape == (6, 5)
-        np.testing.assert_array_equal(
-            pred[key], np.stack([s.get(field).numpy() for s in samples]))
-
-    linear = LogitAdjustedLinearClsHead(num_classes=5, in_channels=8,
-                                        posthoc_tau=0.0)
-    samples = linear.predict(
-        feats, [DataSample().set_gt_label(k) for k in gt])
-    dump(samples, tmp_path / 'linear.pkl')
-    pred = sel.load_predictions(str(tmp_path / 'linear.pkl'))
-    assert set(pred) == {'gt', 'score'}
-    assert pred['gt'].dtype == np.int64 and pred['score'].shape == (6, 5)
-    np.testing.assert_array_equal(pred['score'], pred_scores(samples))
-
+import run_demo  # noqa: E402
 
 # --------------------------------------------------------- dataset_options
 
@@ -489,13 +213,17 @@ def test_aggregate_single_seed():
 
 def test_cell():
     assert demo_report.cell(dict(x=12.34, x_std=0.44), 'x') == '12.3 ± 0.4'
-    assert demo_report.cell(dict(x=100.0, x_std=0.0), 'x') == '100.0 ± 0.0'
+    assert demo_report.cell(dict(x=100.0, x_std=0.0), 'x', 3) == (
+        '100.0 ± 0.0')
+    # One seed: no "± 0.0", the caption says n = 1.
+    assert demo_report.cell(dict(x=12.34, x_std=0.0), 'x', 1) == '12.3'
 
 
 def test_markdown():
     result = fake_result([0, 1])
     table = demo_report.markdown(result).splitlines()
-    assert 'seeds 0, 1' in table[0] and result['budget'] in table[0]
+    assert '(mean ± std over seeds 0, 1, n = 2)' in table[0]
+    assert result['budget'] in table[0]
     assert table[2].startswith('| Method | Overall | Many | Medium | Few |')
     rows = table[4:]
     assert len(rows) == len(METHODS)
@@ -509,6 +237,18 @@ def test_markdown():
     assert rows[0].split(' | ')[1] == '51.0 ± 1.4'
 
 
+def test_markdown_one_seed():
+    result = fake_result([0])
+    table = demo_report.markdown(result)
+    lines = table.splitlines()
+    assert '(seed 0, n = 1)' in lines[0] and '±' not in table
+    # Method 0 of seed 0: top1 50, many 80, medium 40, few 0.
+    assert lines[4].startswith(f'| {METHODS[0].label} | 50.0 | 80.0 | '
+                               '40.0 | 0.0 | - |')
+    # The chosen values of one seed, without a slash.
+    assert '| alpha 0.4, tau 1.25 |' in table
+
+
 def test_write(tmp_path):
     from PIL import Image
     assert set(demo_report.PLOTTED) <= {m.label for m in METHODS}
@@ -516,7 +256,8 @@ def test_write(tmp_path):
     table = demo_report.write(result, str(tmp_path))
     assert table == demo_report.markdown(result)
     assert json.loads((tmp_path / 'results.json').read_text()) == result
-    assert (tmp_path / 'results.md').read_text() == table + '\n'
+    assert (tmp_path / 'results.md').read_text() == (
+        table + '\n\n![per-class test accuracy](per_class_accuracy.png)\n')
     with Image.open(tmp_path / 'per_class_accuracy.png') as img:
         assert img.format == 'PNG' and min(img.size) > 100
     # One seed, too.
@@ -543,3 +284,169 @@ def test_compare():
             f"{demo_report.cell(o, 'overall')} | {r['few']:.1f} | "
             f"{demo_report.cell(o, 'few')} |")
     assert METHODS[0].label not in '\n'.join(rows)
+
+
+def test_plot_draws_the_five_main_rows(monkeypatch, tmp_path):
+    tool = demo_report._plot_tool()
+    drawn = {}
+    real_plot = tool.plot
+
+    def spy(prep, path, title='', *args):
+        drawn.update(prep=prep, title=title)
+        real_plot(prep, path, title, *args)
+
+    monkeypatch.setattr(demo_report, '_plot_tool', lambda: tool)
+    monkeypatch.setattr(tool, 'plot', spy)
+    result = fake_result([0, 1])
+    demo_report.plot(result, str(tmp_path / 'p.png'))
+    prep = drawn['prep']
+    assert prep['labels'] == list(demo_report.PLOTTED) and len(
+        prep['labels']) == 5
+    assert 'baseline' in prep['labels'][0].lower()
+    assert 'Zero-shot' in prep['labels'][2]
+    # Classes by training count, largest first (here already in order).
+    assert prep['counts'].tolist() == result['train_counts']
+    index = [m.label for m in METHODS].index(demo_report.PLOTTED[3])
+    np.testing.assert_allclose(prep['mean'][3],
+                               [10 * c + index + c / 2 for c in range(6)])
+    np.testing.assert_allclose(prep['std'][3],
+                               [c / math.sqrt(2) for c in range(6)])
+    assert 'Fake-LT' in drawn['title'] and 'mean ± std' in drawn['title']
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def task(name, deps=(), cost=1.0, log=None, seconds=0.01, fail=False):
+    def run():
+        if log is not None:
+            log.append(('start', name))
+        time.sleep(seconds)
+        if fail:
+            raise RuntimeError(f'{name} failed')
+        if log is not None:
+            log.append(('end', name))
+        return seconds
+    return demo_schedule.Task(name, run, tuple(deps), cost)
+
+
+def test_schedule_order_and_slots():
+    events, lines = [], []
+    tasks = [
+        task('short', cost=1, log=events),
+        task('long', cost=10, log=events),
+        task('after-long', ['long'], cost=5, log=events),
+        task('last', ['short', 'after-long'], cost=1, log=events),
+    ]
+    seconds = demo_schedule.run_tasks(tasks, 1, lines.append)
+    assert set(seconds) == {t.name for t in tasks}
+    # One slot: the longest chain first, dependencies before users.
+    assert [n for e, n in events if e == 'start'] == [
+        'long', 'after-long', 'short', 'last']
+    assert len(lines) == 4 and lines[-1].startswith('last: done in 0 s [4/4')
+    assert 'left]' in lines[0] and 'left' not in lines[-1]
+
+
+def test_schedule_runs_slots_at_once():
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def run():
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.1)
+        with lock:
+            active[0] -= 1
+        return 0.1
+
+    tasks = [demo_schedule.Task(f't{i}', run, (), 1.0) for i in range(5)]
+    demo_schedule.run_tasks(tasks, 2, lambda line: None)
+    assert peak[0] == 2
+
+
+def test_schedule_failure_stops_the_rest():
+    events, stopped = [], []
+    tasks = [task('bad', cost=5, fail=True, log=events),
+             task('slow', cost=1, seconds=0.3, log=events),
+             task('user', ['bad'], log=events),
+             task('later', ['slow'], log=events)]
+    with pytest.raises(RuntimeError, match='bad failed'):
+        demo_schedule.run_tasks(tasks, 2, lambda line: None,
+                                lambda: stopped.append(1))
+    assert stopped == [1]
+    started = [n for e, n in events if e == 'start']
+    # 'slow' ran beside and was waited for; nothing started after.
+    assert sorted(started) == ['bad', 'slow'] and ('end', 'slow') in events
+
+
+def test_schedule_refuses_bad_graphs():
+    with pytest.raises(ValueError, match=r"unknown dependencies \['x'\]"):
+        demo_schedule.run_tasks([task('a', ['x'])], 1, print)
+    with pytest.raises(ValueError, match='dependency cycle'):
+        demo_schedule.run_tasks([task('a', ['b']), task('b', ['a'])], 1,
+                                print)
+
+
+def test_progress_estimate(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(demo_schedule.time, 'time', lambda: now[0])
+    tasks = [task('a', cost=10), task('b', cost=30), task('c', cost=20)]
+    progress = demo_schedule.Progress(tasks, 100.0)
+    now[0] = 120.0  # 'a' (cost 10) took 20 s: 2 s per unit, 50 left.
+    assert progress.finish(tasks[0], 20.0) == (
+        'a: done in 20 s [1/3, elapsed 20 s, about 1 min 40 s left]')
+    # A skipped task leaves both sides of the rate.
+    assert progress.finish(tasks[1], 0.0) == (
+        'b: already done, kept (--force redoes it) [2/3, elapsed 20 s, '
+        'about 40 s left]')
+    now[0] = 160.0
+    assert progress.finish(tasks[2], 40.0) == (
+        'c: done in 40 s [3/3, elapsed 1 min 00 s]')
+    assert demo_schedule.clock(3725) == '1 h 02 min'
+
+
+def test_seed_tasks_graph(tmp_path):
+    runner = demo_stages.StageRunner(str(tmp_path), {}, 3, quick=False,
+                                     force=False)
+    tasks = {t.name: t for t in run_demo.seed_tasks(runner)}
+    stages = [s.name for s in demo_stages.STAGES]
+    assert list(tasks) == ['seed 3 cvlp-init'] + [
+        f'seed 3 {s}' for s in stages] + ['seed 3 eval']
+    assert tasks['seed 3 cvlp'].deps == ()
+    assert tasks['seed 3 baseline'].deps == ()
+    assert tasks['seed 3 lgr'].deps == ('seed 3 cvlp', )
+    assert tasks['seed 3 lgr-nocvlp'].deps == ('seed 3 cvlp-init', )
+    assert set(tasks['seed 3 eval'].deps) == set(tasks) - {'seed 3 eval'}
+    # Full-run costs: start-up plus the recorded seconds per epoch.
+    assert tasks['seed 3 cvlp'].cost == pytest.approx(7 + 10 * 17)
+    assert tasks['seed 3 baseline'].cost == pytest.approx(7 + 18 * 9.4)
+
+
+def test_slots_and_threads(monkeypatch):
+    for cores, jobs, expected in ((2, None, (2, 1)), (16, None, (4, 4)),
+                                  (1, None, (1, 1)), (2, 1, (1, 2)),
+                                  (8, 3, (3, 2))):
+        monkeypatch.setattr(run_demo.os, 'cpu_count', lambda: cores)
+        assert run_demo.slots_and_threads(jobs) == expected
+
+
+def test_union_of_selections():
+    assert demo_eval._union(['alpha', 'alpha+tau']) == 'alpha+tau'
+    assert demo_eval._union(['tau']) == 'tau'
+    assert demo_eval._union(s for s in ('alpha', 'tau')) == 'alpha+tau'
+    assert demo_eval._union(['', 'tau', 'alpha']) == 'alpha+tau'
+
+
+def test_evaluation_loaders_load_in_process(tmp_path):
+    runner = demo_stages.StageRunner(str(tmp_path), DATA, 0, quick=False,
+                                     force=False)
+    config = 'lgr_demo_fmnist-lt.py'
+    train = runner.options(config)
+    test = runner.options(config, evaluate=True)
+    assert not [o for o in train if 'num_workers' in o]
+    assert test == train + ['val_dataloader.num_workers=0',
+                            'test_dataloader.num_workers=0']
+    quick = demo_stages.StageRunner(str(tmp_path), DATA, 0, quick=True,
+                                    force=False)
+    assert 'train_dataloader.num_workers=0' in quick.options(config)

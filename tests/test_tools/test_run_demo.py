@@ -1,9 +1,9 @@
 """The demo runner end to end on a generated dataset of 6 classes, 2 seeds.
 
-Every stage runs through ``tools/train.py`` / ``tools/test.py`` in its own
-process (``--quick``: 1-3 epochs), on data and class text the runner has
-never seen: the class count, list names and text come from the command
-line, not from a config.
+Every stage runs through ``tools/train.py`` in its own process, two at
+once (``--quick``: 1-2 epochs), and each seed's rows are evaluated in one
+process, on data and class text the runner has never seen: the class
+count, list names and text come from the command line, not from a config.
 """
 import json
 import os
@@ -94,9 +94,37 @@ def test_runner_on_generated_dataset_two_seeds(tmp_path):
         with open(work / 'seed_0' / run / 'val_predictions.pkl', 'rb') as f:
             assert len(pickle.load(f)) == val_size
     assert 'on val (balanced acc' in out
+    # One progress line per process (7 per seed + the evaluation), the
+    # last without an estimate.
+    progress = [line for line in out.splitlines() if ' [' in line and
+                'elapsed' in line]
+    assert len(progress) == 16 and '[16/16, elapsed' in progress[-1]
+    assert 'left]' in progress[0] and 'left' not in progress[-1]
+    assert '16 processes for seeds [0, 1], 2 at once' in out
+    # A quiet console: no third-party load reports, no MMEngine floods, in
+    # the runner's output or in any process's log.
+    logs = out + ''.join(p.read_text()
+                         for p in work.glob('seed_*/logs/*.log'))
+    for noise in ('LOAD REPORT', 'initialized partially',
+                  'requires_grad=False', 'initialized randomly'):
+        assert noise not in logs, noise
+    assert 'Run summary:' in logs
+    # Each seed's rows in one evaluation process, not one per row.
+    for seed in ('seed_0', 'seed_1'):
+        logs = sorted(p.name for p in (work / seed / 'logs').iterdir())
+        assert 'eval.log' in logs and not [n for n in logs if
+                                           n.startswith('test_')]
+        timings = result['timings_s'][seed]
+        assert set(timings['eval_parts']) == {
+            f'val_{r}' for r in ('baseline', 'lgr', 'lgr-cutoff',
+                                 'lgr-nocvlp')} | {
+            f'test_{m}_demo_fmnist-lt.py' for m in (
+                'baseline', 'baseline-la', 'cvlp', 'fc', 'lgr-nocvlp',
+                'lgr-cutoff', 'lgr', 'lgr-la')}
 
     table = (work / 'results.md').read_text()
-    assert 'mean ± std over seeds 0, 1' in table
+    assert 'mean ± std over seeds 0, 1, n = 2' in table
+    assert '![per-class test accuracy](per_class_accuracy.png)' in table
     for m in methods:
         row = (f"| {m['method']} | {m['overall']:.1f} ± "
                f"{m['overall_std']:.1f} | {m['many']:.1f} ± "

@@ -1,20 +1,23 @@
 """Aggregate the demo's per-seed metrics into JSON, Markdown and a plot.
 
 Each method's numbers are the mean over seeds with the sample standard
-deviation (``ddof=1``; 0 for a single seed); every seed's own numbers and
-the hyper-parameters chosen on val stay in the JSON.
+deviation (``ddof=1``; 0 for a single seed, shown as ``n = 1`` instead);
+every seed's own numbers and the hyper-parameters chosen on val stay in
+the JSON. The plot is ``tools/analysis/per_class_plot.py``'s.
 """
+import importlib.util
 import json
 import os.path as osp
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
 KEYS = ('overall', 'many', 'medium', 'few')
-# Rows drawn in the per-class plot.
+# Rows drawn in the per-class plot: the baselines, zero-shot, VL-LTR.
 PLOTTED = ('Baseline (vision only, FC, fine-tuned)',
-           'Baseline + logit adjustment', 'VL-LTR (LGR + AnSS)',
-           'VL-LTR + logit adjustment')
+           'Baseline + logit adjustment', 'Zero-shot (CVLP text prototypes)',
+           'VL-LTR (LGR + AnSS)', 'VL-LTR + logit adjustment')
+PLOT_FILE = 'per_class_accuracy.png'
 
 
 def _std(values: List[float]) -> float:
@@ -57,18 +60,24 @@ def aggregate(methods, per_seed: Dict[int, dict]) -> List[dict]:
     return rows
 
 
-def cell(row: dict, key: str) -> str:
-    """``mean ± std`` as printed in the tables (and checked by tests)."""
+def cell(row: dict, key: str, seeds: Optional[int] = None) -> str:
+    """``mean ± std`` as printed in the tables (and checked by tests); the
+    value alone for one seed (the caption says ``n = 1``)."""
+    if seeds == 1:
+        return f'{row[key]:.1f}'
     return f'{row[key]:.1f} ± {row[key + "_std"]:.1f}'
 
 
 def markdown(result: dict) -> str:
     """The results table with its caption and the val choices."""
     seeds = result['seeds']
+    names = ', '.join(map(str, seeds))
+    stat = (f'seed {names}, n = 1' if len(seeds) == 1 else
+            f'mean ± std over seeds {names}, n = {len(seeds)}')
+    n = len(seeds)
     lines = [
-        f"**{result['dataset']}**, test split, top-1 accuracy in % (mean ± "
-        f"std over seeds {', '.join(map(str, seeds))}). Budget: "
-        f"{result['budget']}.",
+        f"**{result['dataset']}**, test split, top-1 accuracy in % "
+        f"({stat}). Budget: {result['budget']}.",
         '',
         '| Method | Overall | Many | Medium | Few | Chosen on val | Paper |',
         '| --- | ---: | ---: | ---: | ---: | --- | --- |',
@@ -79,9 +88,9 @@ def markdown(result: dict) -> str:
             vals = [s['chosen'].get(key) for s in r['seeds'].values()]
             if key in (r['selected_on_val'] or ''):
                 chosen.append(f"{key} " + '/'.join(f'{v:g}' for v in vals))
-        lines.append(f"| {r['method']} | {cell(r, 'overall')} | "
-                     f"{cell(r, 'many')} | {cell(r, 'medium')} | "
-                     f"{cell(r, 'few')} | {', '.join(chosen) or '-'} | "
+        lines.append(f"| {r['method']} | {cell(r, 'overall', n)} | "
+                     f"{cell(r, 'many', n)} | {cell(r, 'medium', n)} | "
+                     f"{cell(r, 'few', n)} | {', '.join(chosen) or '-'} | "
                      f"{r['paper']} |")
     return '\n'.join(lines)
 
@@ -93,9 +102,10 @@ def write(result: dict, work_dir: str) -> str:
         json.dump(result, f, indent=2)
     table = markdown(result)
     links = anss_report_links(result, work_dir)
+    plot(result, osp.join(work_dir, PLOT_FILE))
     with open(osp.join(work_dir, 'results.md'), 'w') as f:
-        f.write(table + '\n' + (f'\n{links}\n' if links else ''))
-    plot(result, osp.join(work_dir, 'per_class_accuracy.png'))
+        f.write(table + '\n' + (f'\n{links}\n' if links else '') +
+                f'\n![per-class test accuracy]({PLOT_FILE})\n')
     return table
 
 
@@ -112,39 +122,25 @@ def anss_report_links(result: dict, work_dir: str) -> str:
             ', '.join(links) + '.') if links else ''
 
 
+def _plot_tool():
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                    'analysis', 'per_class_plot.py')
+    spec = importlib.util.spec_from_file_location('vlltr_per_class_plot',
+                                                  path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def plot(result: dict, path: str) -> None:
-    """Per-class test accuracy against training count: the seed mean with
-    its spread (± 1 std) for the baseline and VL-LTR rows."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    counts = np.asarray(result['train_counts'])
-    order = np.argsort(counts)
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    styles = ('o--', 'o:', 's-', 's-.')
-    for label, style in zip(PLOTTED, styles):
-        row = next(r for r in result['methods'] if r['method'] == label)
-        mean = np.asarray(row['per_class'])[order]
-        std = np.asarray(row['per_class_std'])[order]
-        line, = ax.plot(counts[order], mean, style, label=label, ms=4)
-        ax.fill_between(counts[order], mean - std, mean + std,
-                        color=line.get_color(), alpha=0.15, lw=0)
-    names = result['classes']
-    for c, name in zip(counts, names):
-        ax.annotate(name, (c, 2), fontsize=7, rotation=90, ha='center')
-    for edge in (20, 100):
-        ax.axvline(edge, color='grey', lw=0.8, ls=':')
-    ax.set_xscale('log')
-    ax.set_xlabel('training images of the class (log scale)')
-    ax.set_ylabel('test accuracy of the class (%)')
-    ax.set_ylim(0, 105)
-    ax.set_title(f"{result['dataset_short']}: per-class accuracy, mean ± "
-                 f"std over {len(result['seeds'])} seed(s)")
-    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=2,
-              fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    """Per-class test accuracy of the :data:`PLOTTED` rows, classes by
+    training count, seed mean ± std."""
+    tool = _plot_tool()
+    prep = tool.prepare(tool.runs_from_result(result, PLOTTED))
+    n = len(result['seeds'])
+    spread = f'mean ± std over {n} seeds' if n > 1 else 'one seed'
+    tool.plot(prep, path, f"{result['dataset_short']}: per-class test "
+              f'accuracy ({spread})')
 
 
 def compare(result: dict, recorded: dict) -> str:

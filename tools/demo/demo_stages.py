@@ -1,16 +1,19 @@
 """The demo's stages and how each is run through ``tools/*.py``.
 
-Every stage is a fresh ``tools/train.py`` / ``tools/test.py`` process, as a
-user runs it. The configs in ``configs/vlltr/demo/`` describe Fashion-MNIST-
-LT; for any other dataset in the list format, :func:`dataset_options` finds
-every dataset-specific field of a config (list files, data root, class
-count, class-text files) and overrides it with ``--cfg-options``, so no
-config needs editing.
+Every training stage is a fresh ``tools/train.py`` process, as a user runs
+it; ``demo_eval.py`` tests all of a seed's rows in one process. The
+configs in ``configs/vlltr/demo/`` describe Fashion-MNIST-LT; for any other
+dataset in the list format, :func:`dataset_options` finds every
+dataset-specific field of a config (list files, data root, class count,
+class-text files) and overrides it with ``--cfg-options``, so no config
+needs editing.
 """
+import glob
 import os
 import os.path as osp
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -20,11 +23,14 @@ CFG = osp.join(REPO, 'configs', 'vlltr', 'demo')
 
 class Stage(NamedTuple):
     """A training stage: ``start`` is the stage whose checkpoint it loads
-    (None: the demo CLIP file); epochs are (full run, ``--quick``)."""
+    (None: the demo CLIP file); epochs are (full run, ``--quick``);
+    ``cost`` is the seconds of one epoch in the recorded 2-core run, a
+    weight for the progress estimate only."""
     name: str
     config: str
     epochs: Tuple[int, int]
     start: Optional[str]
+    cost: float
 
 
 class Method(NamedTuple):
@@ -39,14 +45,15 @@ class Method(NamedTuple):
 
 
 STAGES = [
-    Stage('cvlp', 'cvlp_demo_fmnist-lt.py', (10, 1), None),
-    Stage('lgr', 'lgr_demo_fmnist-lt.py', (8, 1), 'cvlp'),
-    Stage('lgr-cutoff', 'lgr-cutoff_demo_fmnist-lt.py', (8, 1), 'cvlp'),
+    Stage('cvlp', 'cvlp_demo_fmnist-lt.py', (10, 1), None, 17.0),
+    Stage('lgr', 'lgr_demo_fmnist-lt.py', (8, 1), 'cvlp', 3.0),
+    Stage('lgr-cutoff', 'lgr-cutoff_demo_fmnist-lt.py', (8, 1), 'cvlp',
+          3.0),
     Stage('lgr-nocvlp', 'lgr-nocvlp_demo_fmnist-lt.py', (8, 1),
-          'cvlp-init'),
-    Stage('fc', 'fc_demo_fmnist-lt.py', (8, 1), 'cvlp'),
+          'cvlp-init', 3.0),
+    Stage('fc', 'fc_demo_fmnist-lt.py', (8, 1), 'cvlp', 2.2),
     # As many epochs as CVLP + LGR together (the paper's baseline budget).
-    Stage('baseline', 'baseline_demo_fmnist-lt.py', (18, 2), None),
+    Stage('baseline', 'baseline_demo_fmnist-lt.py', (18, 2), None, 9.4),
 ]
 METHODS = [
     Method('Baseline (vision only, FC, fine-tuned)', 'baseline',
@@ -127,6 +134,11 @@ def dataset_options(config: str, data: dict) -> List[str]:
     return [f'{k}={v}' for k, v in opts.items()]
 
 
+# Tool processes now running, so that one failure can stop the others.
+_LIVE = set()
+_LIVE_LOCK = threading.Lock()
+
+
 def run_tool(tool: str, argv: List[str], log_file: str,
              threads: Optional[int] = None) -> None:
     """Run ``tools/<tool>`` in a fresh process, output to ``log_file``.
@@ -143,14 +155,28 @@ def run_tool(tool: str, argv: List[str], log_file: str,
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log_file, 'w') as f:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [sys.executable, osp.join(REPO, 'tools', tool), *argv],
             cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode:
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
+        try:
+            code = proc.wait()
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
+    if code:
         with open(log_file) as f:
             tail = f.read()[-3000:]
-        raise RuntimeError(f'tools/{tool} failed (exit {proc.returncode}); '
+        raise RuntimeError(f'tools/{tool} failed (exit {code}); '
                            f'log {log_file}:\n{tail}')
+
+
+def stop_tools() -> None:
+    """Terminate the tool processes this runner started that still run."""
+    with _LIVE_LOCK:
+        for proc in _LIVE:
+            proc.terminate()
 
 
 class StageRunner:
@@ -177,21 +203,34 @@ class StageRunner:
         self.threads = threads
         self._data_opts: Dict[str, List[str]] = {}
 
+    def epochs(self, stage: Stage) -> int:
+        return stage.epochs[1] if self.quick else stage.epochs[0]
+
     def ckpt(self, name: str) -> str:
         if name == 'cvlp-init':
             return osp.join(self.work_dir, 'cvlp-init.pth')
         return osp.join(self.work_dir, name, 'last.pth')
 
-    def _options(self, config: str) -> List[str]:
+    def options(self, config: str, evaluate: bool = False) -> List[str]:
+        """``--cfg-options`` of ``config`` for this seed and dataset.
+
+        Args:
+            config (str): A file of ``configs/vlltr/demo``.
+            evaluate (bool): For testing: the val / test loaders load in
+                the main process (their pipeline has no randomness, so the
+                numbers are the same; workers would compete with the
+                stage trained beside). Defaults to False.
+        """
         if config not in self._data_opts:
             self._data_opts[config] = dataset_options(
                 osp.join(CFG, config), self.data)
         opts = [f'randomness.seed={self.seed}'] + self._data_opts[config]
-        if self.quick:
-            # Smoke runs: forking loader workers costs more than the
-            # few images they would load.
-            opts += [f'{k}_dataloader.num_workers=0'
-                     for k in ('train', 'val', 'test')]
+        # Smoke runs: forking loader workers costs more than the few
+        # images they would load. The full run keeps the training workers:
+        # their seeds decide the augmentation of each image.
+        loaders = ('train', 'val', 'test') if self.quick else \
+            ('val', 'test') if evaluate else ()
+        opts += [f'{k}_dataloader.num_workers=0' for k in loaders]
         return opts
 
     def init_checkpoint(self) -> float:
@@ -202,19 +241,25 @@ class StageRunner:
         start = time.time()
         run_tool('model_converters/cvlp_init_checkpoint.py', [
             osp.join(CFG, STAGES[0].config), path, '--cfg-options',
-            *self._options(STAGES[0].config)
+            *self.options(STAGES[0].config)
         ], osp.join(self.work_dir, 'logs', 'cvlp-init.log'), self.threads)
         return time.time() - start
 
     def train(self, stage: Stage) -> float:
-        """Train one stage; returns seconds (0 if skipped)."""
+        """Train one stage; returns seconds (0: its checkpoint exists and
+        ``force`` is off, nothing done)."""
         run_dir = osp.join(self.work_dir, stage.name)
         ckpt = self.ckpt(stage.name)
         if osp.isfile(ckpt) and not self.force:
-            log(f'{stage.name}: {ckpt} exists, skipped (--force retrains)')
             return 0.0
-        epochs = stage.epochs[1] if self.quick else stage.epochs[0]
-        opts = self._options(stage.config) + [f'train_cfg.max_epochs={epochs}']
+        # An interrupted or forced earlier run's checkpoints: this run
+        # starts afresh, it does not resume them.
+        for old in glob.glob(osp.join(run_dir, '*.pth')) + [
+                osp.join(run_dir, 'last_checkpoint')]:
+            if osp.isfile(old) and not old.endswith('anss_anchors.pth'):
+                os.remove(old)
+        epochs = self.epochs(stage)
+        opts = self.options(stage.config) + [f'train_cfg.max_epochs={epochs}']
         if stage.start is not None:
             opts.append(f'load_from={self.ckpt(stage.start)}')
         if stage.name in ('cvlp', 'baseline'):
@@ -224,7 +269,8 @@ class StageRunner:
                      f'param_scheduler.1.end={max(epochs, 2)}']
         else:
             opts.append(f'param_scheduler.T_max={epochs}')
-        log(f'{stage.name}: training {epochs} epoch(s) ({stage.config})')
+        log(f'seed {self.seed} {stage.name}: training {epochs} epoch(s) '
+            f'({stage.config})')
         start = time.time()
         run_tool('train.py', [
             osp.join(CFG, stage.config), '--work-dir', run_dir,
@@ -232,26 +278,4 @@ class StageRunner:
         ], osp.join(self.work_dir, 'logs', f'train_{stage.name}.log'),
                  self.threads)
         os.replace(osp.join(run_dir, f'epoch_{epochs}.pth'), ckpt)
-        return time.time() - start
-
-    def test(self, run: str, config: str, split: str, out: str,
-             extra: Optional[List[str]] = None) -> float:
-        """Test ``run``'s checkpoint with ``config`` on ``split``.
-
-        ``out`` ending in ``.pkl`` receives the predictions, in ``.json``
-        the metrics (per class included).
-        """
-        opts = self._options(config) + list(extra or [])
-        opts += ['test_evaluator.per_class=True']
-        if split != 'test':
-            opts.append(f'test_dataloader.dataset.ann_file='
-                        f'{self.data["ann_files"][split]}')
-        item = 'pred' if out.endswith('.pkl') else 'metrics'
-        start = time.time()
-        run_tool('test.py', [
-            osp.join(CFG, config), self.ckpt(run), '--work-dir',
-            osp.join(self.work_dir, run), '--out', out, '--out-item', item,
-            '--cfg-options', *opts
-        ], osp.join(self.work_dir, 'logs', f'{split}_{run}_'
-                    f'{osp.splitext(osp.basename(out))[0]}.log'), self.threads)
         return time.time() - start

@@ -7,20 +7,23 @@ format instead (``labels.txt`` + one ``*_train.txt``, ``*_val.txt``,
 ``*_test.txt`` each; text as ``labels.txt`` + ``wiki/desc_{i}.txt``). The
 number of classes and the training counts are read from the data.
 
-For every seed, each stage runs through ``tools/train.py`` /
-``tools/test.py`` in its own process (configs in ``configs/vlltr/demo``):
-CVLP (stage 1), AnSS + LGR (VL-LTR), LGR with cut-off anchors, LGR on the
-initial model without CVLP, an FC head on the CVLP features, and the
-vision-only baseline. The fusion weight alpha and the post-hoc logit
-adjustment tau are chosen on the val split (``demo_selection.py``); the
-test split is used once per table row. Output in the work dir:
+For every seed, each training stage runs through ``tools/train.py`` in
+its own process (configs in ``configs/vlltr/demo``): CVLP (stage 1), AnSS +
+LGR (VL-LTR), LGR with cut-off anchors, LGR on the initial model without
+CVLP, an FC head on the CVLP features, and the vision-only baseline; then
+one process (``demo_eval.py``) chooses the fusion weight alpha and the
+post-hoc logit adjustment tau on the val split
+(``tools/analysis/choose_fusion.py``) and tests each table row once on the
+test split (``tools/test.py``). Independent processes of all seeds run side
+by side, one CPU thread each on two cores (``demo_schedule.py``), with a
+progress line per finished process. Output in the work dir:
 ``results.json`` (every seed's numbers, means, stds, the val choices),
 ``results.md`` (mean ± std) and ``per_class_accuracy.png``.
 
 Example::
 
-    python tools/demo/run_demo.py                     # Fashion-MNIST-LT
-    python tools/demo/run_demo.py --seeds 0 1 2       # the README's table
+    python tools/demo/run_demo.py                     # seeds 0 1 2
+    python tools/demo/run_demo.py --seeds 0           # one seed
     python tools/demo/run_demo.py --data-root data/digits_lt \\
         --text-dir configs/vlltr/demo_text_digits --name Digits-LT
     python tools/demo/run_demo.py --quick             # smoke run
@@ -33,12 +36,23 @@ import os.path as osp
 import platform
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import demo_eval  # noqa: E402
 import demo_report  # noqa: E402
-import demo_selection  # noqa: E402
-from demo_stages import METHODS, REPO, STAGES, StageRunner, log  # noqa: E402
+from demo_schedule import Task, clock, run_tasks  # noqa: E402
+from demo_stages import (  # noqa: E402
+    METHODS,
+    REPO,
+    STAGES,
+    StageRunner,
+    log,
+    run_tool,
+    stop_tools,
+)
+
+from vlltr_mm.evaluation import fusion_selection  # noqa: E402
 
 RECORDED = osp.join(REPO, 'docs', 'demo_results.json')
 
@@ -97,42 +111,64 @@ def prepare(args) -> dict:
     return assets
 
 
-def run_seed(args, assets: dict, seed: int) -> dict:
-    """Train, select on val and test every method for one seed."""
-    work = osp.join(args.work_dir, f'seed_{seed}')
-    # Several seeds at once share the cores instead of oversubscribing
-    # them (thread counts can change the last digits of CPU results).
-    threads = max(1, (os.cpu_count() or 1) // args.jobs) \
-        if args.jobs > 1 else None
-    runner = StageRunner(work, assets, seed, args.quick, args.force,
-                         threads)
-    timings = dict(init_checkpoint=runner.init_checkpoint())
-    for i, stage in enumerate(STAGES, 1):
-        log(f'seed {seed}, stage {i}/{len(STAGES)}: {stage.name}')
-        timings[f'train_{stage.name}'] = runner.train(stage)
+# Rough seconds for the progress estimate (recorded 2-core run): start-up
+# of a tool process, the converter, and one seed's evaluation.
+START_COST, INIT_COST, EVAL_COST = 7.0, 6.0, 40.0
 
-    counts = assets['train_counts']
-    choices = {}
-    for run in sorted({m.run for m in METHODS if m.select}):
-        stage = next(s for s in STAGES if s.name == run)
-        out = osp.join(work, run, 'val_predictions.pkl')
-        timings[f'val_{run}'] = runner.test(run, stage.config, 'val', out)
-        choices[run] = demo_selection.load_predictions(out)
-    results = {}
-    for m in METHODS:
-        choice = {}
-        if m.select:
-            choice = demo_selection.select(choices[m.run], counts, m.select)
-            log(f"seed {seed}, {m.label}: chose alpha={choice['alpha']}, "
-                f"tau={choice['tau']} on val (balanced acc "
-                f"{choice['val_acc']:.1f})")
-        out = osp.join(work, m.run, f'test_{osp.splitext(m.config)[0]}.json')
-        timings[f'test_{m.config}'] = runner.test(
-            m.run, m.config, 'test', out, demo_selection.options(choice))
-        with open(out) as f:
-            results[m.label] = dict(metrics=json.load(f), choice=choice)
+
+def evaluate(runner: StageRunner) -> float:
+    """All rows of ``runner``'s seed in one ``demo_eval.py`` process; logs
+    what was chosen on val."""
+    start = time.time()
+    run_tool('demo/demo_eval.py', [demo_eval.write_job(runner)],
+             osp.join(runner.work_dir, 'logs', 'eval.log'), runner.threads)
+    with open(osp.join(runner.work_dir, 'eval.json')) as f:
+        results = json.load(f)['results']
+    for label, row in results.items():
+        choice = row['choice']
+        if choice:
+            log(f"seed {runner.seed}, {label}: chose alpha="
+                f"{choice['alpha']}, tau={choice['tau']} on val (balanced "
+                f"acc {choice['val_acc']:.1f})")
+    return time.time() - start
+
+
+def seed_tasks(runner: StageRunner) -> list:
+    """The processes of one seed: the initial checkpoint, each stage, the
+    evaluation (after every stage)."""
+    seed = runner.seed
+    tasks = [Task(f'seed {seed} cvlp-init', runner.init_checkpoint, (),
+                  INIT_COST)]
+    for stage in STAGES:
+        deps = () if stage.start is None else (f'seed {seed} {stage.start}', )
+        cost = START_COST + stage.cost * runner.epochs(stage)
+        tasks.append(Task(f'seed {seed} {stage.name}',
+                          partial(runner.train, stage), deps, cost))
+    tasks.append(Task(f'seed {seed} eval', partial(evaluate, runner),
+                      tuple(t.name for t in tasks), EVAL_COST))
+    return tasks
+
+
+def seed_results(runner: StageRunner, seconds: dict) -> dict:
+    """The rows and timings of one finished seed."""
+    with open(osp.join(runner.work_dir, 'eval.json')) as f:
+        out = json.load(f)
+    prefix = f'seed {runner.seed} '
+    timings = {('init_checkpoint' if k.endswith('cvlp-init') else
+                'eval' if k.endswith(' eval') else
+                'train_' + k[len(prefix):]): v
+               for k, v in seconds.items() if k.startswith(prefix)}
     timings['total'] = sum(timings.values())
-    return dict(results=results, timings=timings)
+    # Inside the eval process (part of 'eval').
+    timings['eval_parts'] = out['timings']
+    return dict(results=out['results'], timings=timings)
+
+
+def slots_and_threads(jobs) -> tuple:
+    """Processes at once and CPU threads per process."""
+    cores = os.cpu_count() or 1
+    slots = jobs or min(cores, 4)
+    return slots, max(1, cores // slots)
 
 
 def parse_args(argv=None):
@@ -150,20 +186,25 @@ def parse_args(argv=None):
         parser.add_argument(f'--{split}-list', help=f'{split} list file '
                             f'(default: the one *_{split}.txt of --data-root)')
     parser.add_argument('--name', help='dataset name for the report')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
-                        help='training seeds (default: 0)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='training seeds (default: 0 1 2)')
     parser.add_argument('--data-seed', type=int, default=0,
                         help='seed of the data split and of the demo '
                         "model's projections, fixed across --seeds")
-    parser.add_argument('--jobs', type=int, default=1,
-                        help='seeds run at once, the cores split between '
-                        'them (default 1; timings and last digits are '
-                        'those of --jobs 1 only with 1)')
+    parser.add_argument('--jobs', type=int, default=None,
+                        help='tool processes at once, the cores split '
+                        'between them (default: the cores, at most 4; the '
+                        "last digits of the numbers depend on each "
+                        "process's thread count)")
     parser.add_argument('--quick', action='store_true',
                         help='smoke run: 1-3 epochs per stage')
     parser.add_argument('--force', action='store_true',
                         help='retrain finished stages')
     args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error('--jobs must be >= 1')
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f'--seeds repeats a seed: {args.seeds}')
     args.work_dir = osp.abspath(args.work_dir)
     args.data_dir = osp.abspath(args.data_dir)
     return args
@@ -178,14 +219,19 @@ def main(argv=None):
     assets = prepare(args)
     os.makedirs(args.work_dir, exist_ok=True)
     per_seed, timings = {}, dict(prepare=time.time() - start)
-    # Seeds are independent; with --jobs 2 two run at once, each stage
-    # still in its own process.
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        outs = list(pool.map(lambda s: run_seed(args, assets, s),
-                             args.seeds))
-    for seed, out in zip(args.seeds, outs):
-        per_seed[seed] = out['results']
-        timings[f'seed_{seed}'] = out['timings']
+    slots, threads = slots_and_threads(args.jobs)
+    runners = [
+        StageRunner(osp.join(args.work_dir, f'seed_{seed}'), assets, seed,
+                    args.quick, args.force, threads) for seed in args.seeds
+    ]
+    tasks = [t for r in runners for t in seed_tasks(r)]
+    log(f'{len(tasks)} processes for seeds {args.seeds}, {slots} at once '
+        f'with {threads} CPU thread(s) each')
+    seconds = run_tasks(tasks, slots, log, stop_tools)
+    for runner in runners:
+        out = seed_results(runner, seconds)
+        per_seed[runner.seed] = out['results']
+        timings[f'seed_{runner.seed}'] = out['timings']
     timings['total'] = time.time() - start
     quick = ' (--quick)' if args.quick else ''
     budget = ', '.join(
@@ -199,13 +245,14 @@ def main(argv=None):
         f'{platform.python_version()}',
         command=' '.join(['python', 'tools/demo/run_demo.py'] +
                          sys.argv[1:]),
-        selection=dict(alphas=demo_selection.ALPHAS,
-                       taus=demo_selection.TAUS,
+        processes=dict(at_once=slots, threads_each=threads),
+        selection=dict(alphas=fusion_selection.ALPHAS,
+                       taus=fusion_selection.TAUS,
                        criterion='val balanced accuracy'),
         timings_s=timings,
         methods=demo_report.aggregate(METHODS, per_seed))
     table = demo_report.write(result, args.work_dir)
-    log(f'done in {timings["total"]:.0f} s; results in {args.work_dir}')
+    log(f'done in {clock(timings["total"])}; results in {args.work_dir}')
     print(table)
     if args.data_root is None and not args.quick and osp.isfile(RECORDED):
         with open(RECORDED) as f:

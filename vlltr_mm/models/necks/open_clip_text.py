@@ -35,6 +35,12 @@ class OpenCLIPTextEncoder(OpenCLIPTower):
             Defaults to -1.
         quick_gelu (bool, optional): Force QuickGELU on / off; None decides
             from the weights (see ``build_open_clip``). Defaults to None.
+        trim_padding (bool): Drop the trailing columns that are padding in
+            every sentence of a batch before a Hugging Face tower runs (its
+            attention mask and pooling skip padding, so the embeddings are
+            the same up to float rounding, for less work on short
+            sentences). CLIP's causal tower needs the full context length,
+            so it refuses the option. Defaults to False.
         clip_model (nn.Module, optional): Prebuilt model from
             ``build_open_clip`` to take the text tower from. Defaults to
             None.
@@ -63,6 +69,7 @@ class OpenCLIPTextEncoder(OpenCLIPTower):
                  frozen: bool = False,
                  frozen_stages: int = -1,
                  quick_gelu: Optional[bool] = None,
+                 trim_padding: bool = False,
                  clip_model: Optional[nn.Module] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(
@@ -73,6 +80,15 @@ class OpenCLIPTextEncoder(OpenCLIPTower):
             quick_gelu=quick_gelu,
             clip_model=clip_model,
             init_cfg=init_cfg)
+        pad_id = getattr(getattr(self.text, 'config', None),
+                         'pad_token_id', None)
+        if trim_padding and (isinstance(self.text, TextTransformer)
+                             or pad_id is None):
+            raise ValueError(
+                f'trim_padding needs a Hugging Face text tower with a pad '
+                f'token; {model_name} has CLIP\'s causal text transformer, '
+                'which reads the full context length')
+        self.pad_id = pad_id if trim_padding else None
 
     def _keep_tower(self, clip_model: nn.Module) -> None:
         self.text = clip_model.text
@@ -100,4 +116,8 @@ class OpenCLIPTextEncoder(OpenCLIPTower):
                 f'tokens must have length {self.context_length} (the '
                 f'context length of {self.model_name}), got '
                 f'{tokens.shape[1]}')
+        if self.pad_id is not None:
+            used = (tokens != self.pad_id).any(0).nonzero()
+            if len(used):
+                tokens = tokens[:, :int(used.max()) + 1]
         return self.text(tokens)
