@@ -67,7 +67,10 @@ def make_demo_options(root, make_data):
                  f'{split}_evaluator.few_threshold=4']
     opts += [f'model.{tower}.model_name={TINY}'
              for tower in ('backbone', 'text_encoder')]
+    # The tiny model's text tower is CLIP's causal transformer, which
+    # reads the full context, so the demo's padding trim must be off.
     opts += ['model.text_encoder.frozen_stages=-1',
+             'model.text_encoder.trim_padding=False',
              'data_preprocessor.num_classes=6',
              f'model.corpus.labels_file={data}/labels.txt',
              f'model.corpus.wiki_dir={wiki}',

