@@ -14,11 +14,14 @@ import tempfile
 
 import mmengine
 from mmengine.evaluator import DumpResults
-from mmengine.runner import Runner
 
-from vlltr_mm.utils import close_distributed, setup_cpu_distributed
-from vlltr_mm.utils.rank_failure import exit_all_ranks_on_error
-from vlltr_mm.utils.tool_config import add_cfg_options, load_config
+from vlltr_mm.utils.tool_config import (
+    add_cfg_options,
+    add_launcher_args,
+    load_config,
+    parse_tool_args,
+    run_runner,
+)
 
 
 def parse_args(argv=None):
@@ -34,15 +37,8 @@ def parse_args(argv=None):
         choices=['metrics', 'pred'],
         help='what --out holds: "metrics" or "pred" (default: "pred")')
     add_cfg_options(parser)
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_args(parser)
+    return parse_tool_args(parser, argv)
 
 
 def check_out(out, item):
@@ -79,7 +75,6 @@ def merge_args(cfg, args):
                                 osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     cfg.launcher = args.launcher
-    setup_cpu_distributed(cfg, args.launcher)
     return cfg
 
 
@@ -91,18 +86,14 @@ def main(argv=None):
         check_out(args.out, args.out_item or 'pred')
     cfg = load_config(args.config, args.cfg_options)
     cfg = merge_args(cfg, args)
-    # An error on one rank ends every rank at once (no barrier that the
-    # others, blocked in the metric gather, would never reach).
-    with exit_all_ranks_on_error('testing'):
-        runner = Runner.from_cfg(cfg)
+
+    def test(runner):
         if args.out and args.out_item in (None, 'pred'):
             runner.test_evaluator.metrics.append(
                 DumpResults(out_file_path=args.out))
-        metrics = runner.test()
-    # Release the runner's model wrapper before the process group goes
-    # (see close_distributed).
-    del runner
-    close_distributed()
+        return runner.test()
+
+    metrics, _ = run_runner(cfg, 'testing', test)
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)
     return metrics

@@ -11,11 +11,13 @@ import os
 import os.path as osp
 import time
 
-from mmengine.runner import Runner
-
-from vlltr_mm.utils import close_distributed, setup_cpu_distributed
-from vlltr_mm.utils.rank_failure import exit_all_ranks_on_error
-from vlltr_mm.utils.tool_config import add_cfg_options, load_config
+from vlltr_mm.utils.tool_config import (
+    add_cfg_options,
+    add_launcher_args,
+    load_config,
+    parse_tool_args,
+    run_runner,
+)
 
 # What MMEngine's CheckpointHook leaves in a work dir (with the default
 # filename_tmpl), and what an interrupted atomic save can leave there.
@@ -52,16 +54,8 @@ def parse_args(argv=None):
         action='store_true',
         help='scale the lr by the actual batch size')
     add_cfg_options(parser)
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_args(parser)
+    return parse_tool_args(parser, argv)
 
 
 def latest_checkpoint(work_dir):
@@ -211,18 +205,13 @@ def main(argv=None):
     cfg = load_config(args.config, args.cfg_options)
     cfg = merge_args(cfg, args)
     notes = check_work_dir(cfg, args)
-    setup_cpu_distributed(cfg, args.launcher)
-    # An error on one rank ends every rank at once (no barrier that the
-    # others, blocked in a collective, would never reach).
-    with exit_all_ranks_on_error('training'):
-        runner = Runner.from_cfg(cfg)
+
+    def train(runner):
         for note in notes:
             runner.logger.info(note)
         runner.train()
-    # The runner's DDP reducer holds the process group and its gloo work;
-    # release it before the group is torn down (see close_distributed).
-    del runner
-    close_distributed()
+
+    run_runner(cfg, 'training', train)
 
 
 if __name__ == '__main__':

@@ -30,20 +30,22 @@ import os.path as osp
 import warnings
 
 from mmengine.config import Config
-from mmengine.dist import get_rank
 from mmengine.logging import MMLogger
-from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
 from vlltr_mm.evaluation import fusion_selection as fs
-from vlltr_mm.utils import close_distributed, setup_cpu_distributed
 from vlltr_mm.utils.checkpoint import (
     load_local_checkpoint,
     strip_module_prefix,
 )
 from vlltr_mm.utils.files import atomic_write
-from vlltr_mm.utils.rank_failure import exit_all_ranks_on_error
-from vlltr_mm.utils.tool_config import add_cfg_options, load_config
+from vlltr_mm.utils.tool_config import (
+    add_cfg_options,
+    add_launcher_args,
+    load_config,
+    parse_tool_args,
+    run_runner,
+)
 
 PRIOR_KEY = 'head.class_prior.counts'
 
@@ -70,12 +72,8 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='JSON file of the choice (default: '
                         'WORK_DIR/fusion_choice.json)')
     add_cfg_options(parser, 'model.head.class_chunk=1024')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    add_launcher_args(parser)
+    args = parse_tool_args(parser, argv)
     # Checked here, before any model runs.
     args.alpha_grid = fs.check_grid(args.alpha_grid, 'alpha', 1.0)
     args.tau_grid = fs.check_grid(args.tau_grid, 'tau', None)
@@ -150,16 +148,9 @@ def dump_predictions(cfg: Config, split: str, out: str) -> bool:
     """Run the model on ``split`` and write its predictions to ``out``;
     returns whether this process is rank 0 (the one that has the file)."""
     cfg = dump_config(cfg, split, out)
-    setup_cpu_distributed(cfg, cfg.launcher)
-    with exit_all_ranks_on_error('dumping predictions'):
-        runner = Runner.from_cfg(cfg)
-        runner.test()
-        rank = get_rank()
-    # Release the runner's model wrapper before the process group goes
-    # (see close_distributed).
-    del runner
-    close_distributed()
-    return rank == 0
+    _, main = run_runner(cfg, 'dumping predictions',
+                         lambda runner: runner.test())
+    return main
 
 
 def report(result: dict) -> str:
@@ -211,7 +202,6 @@ def main(argv=None):
         default_alpha=default_alpha, target=head['target'], **choice,
         cfg_options=fs.options(choice))
     out = args.out or osp.join(cfg.work_dir, 'fusion_choice.json')
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     with atomic_write(out, 'w') as f:
         json.dump(result, f, indent=1)
     text = report(result) + f'\nwritten to {out}'

@@ -31,17 +31,18 @@ Examples::
 import argparse
 import json
 import math
-import os
 import os.path as osp
 
 from mmengine.config import Config
-from mmengine.dist import is_main_process
-from mmengine.runner import Runner
 
 from vlltr_mm.datasets.class_text.class_order import check_class_order
-from vlltr_mm.utils import close_distributed, setup_cpu_distributed
-from vlltr_mm.utils.rank_failure import exit_all_ranks_on_error
-from vlltr_mm.utils.tool_config import add_cfg_options, load_config
+from vlltr_mm.utils.tool_config import (
+    add_cfg_options,
+    add_launcher_args,
+    load_config,
+    parse_tool_args,
+    run_runner,
+)
 
 #: Zero-shot CLIP ResNet-50 on the test split in the paper (%): Tables 1-3.
 PAPER = {
@@ -77,13 +78,8 @@ def parse_args(argv=None):
         '--work-dir', help='logs and zero_shot.json (default: '
         'work_dirs/zero_shot/<config name>)')
     add_cfg_options(parser)
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_args(parser)
+    return parse_tool_args(parser, argv)
 
 
 def benchmark_of(dataset: dict):
@@ -239,17 +235,12 @@ def main(argv=None):
     figures, note = paper_figures(cfg, args.split)
     towers = {k: cfg.model[k].get('pretrained')
               for k in ('backbone', 'text_encoder')}
-    setup_cpu_distributed(cfg, args.launcher)
-    # An error on one rank ends every rank at once (as tools/test.py).
-    with exit_all_ranks_on_error('zero-shot testing'):
-        runner = Runner.from_cfg(cfg)
+
+    def test(runner):
         check_classes(runner, args.split)
-        metrics = runner.test()
-    main_process = is_main_process()
-    # Release the runner's model wrapper before the process group goes
-    # (see close_distributed).
-    del runner
-    close_distributed()
+        return runner.test()
+
+    metrics, main_process = run_runner(cfg, 'zero-shot testing', test)
     measured = {n: float(metrics[k]) for n, k in METRICS.items()
                 if k in metrics}
     result = dict(config=args.config, split=args.split,

@@ -31,7 +31,7 @@ from typing import List, Optional
 
 import numpy as np
 from check_images import listed_images
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmpretrain.registry import DATASETS
 from text_root_check import check_corpus, find_corpora
 

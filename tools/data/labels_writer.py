@@ -2,18 +2,19 @@
 
 Shared by ``imagenet_lt_labels.py``, ``places_lt_labels.py`` and
 ``inat2018_labels.py``: each builds the class names of its benchmark in
-label order and hands them here. A written file is read back with
-:func:`vlltr_mm.datasets.annotation_io.read_class_names`, the reader of the
-datasets and the text corpus, so a file this module accepts is one the
-training run accepts and names exactly the same classes.
+label order and hands them here. The text of a file is read back with
+:func:`vlltr_mm.datasets.annotation_io.parse_class_names`, the parser of
+the datasets' and the text corpus's reader, before it is written, so a
+file this module writes is one the training run accepts and names exactly
+the same classes.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import Callable, List, Sequence
 
-from vlltr_mm.datasets.annotation_io import read_class_names
+from vlltr_mm.datasets.annotation_io import parse_class_names
+from vlltr_mm.utils.files import atomic_write
 
 
 def add_out_argument(parser: argparse.ArgumentParser,
@@ -106,21 +107,14 @@ def write_labels(names: Sequence[str], outs: Sequence[str],
         if before == text:
             report.append(f'unchanged: {out} ({len(names)} class names)')
             continue
-        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-        tmp = f'{out}.tmp{os.getpid()}'
-        with open(tmp, 'w', encoding='utf-8', newline='\n') as f:
-            f.write(text)
-        try:
-            if read_class_names(tmp) != list(names):
-                raise ValueError(
-                    f'{source}: the names read back differently from '
-                    f'{out}: every line looks like the authors\' indexed '
-                    'layout ("n01440764 0 tench", "/a/airfield 0"); '
-                    'rename a class')
-        except Exception:
-            os.remove(tmp)
-            raise
-        os.replace(tmp, out)
+        if parse_class_names(text, out) != list(names):
+            raise ValueError(
+                f'{source}: the names read back differently from '
+                f'{out}: every line looks like the authors\' indexed '
+                'layout ("n01440764 0 tench", "/a/airfield 0"); '
+                'rename a class')
+        with atomic_write(out) as f:
+            f.write(text.encode('utf-8'))
         verb = 'wrote' if before is None else 'replaced'
         report.append(f'{verb}: {out} ({len(names)} class names)')
     return report

@@ -14,7 +14,6 @@ Example::
     python tools/demo/demo_eval.py work_dirs/demo/seed_0/eval_job.json
 """
 import argparse
-import importlib.util
 import json
 import os.path as osp
 import sys
@@ -22,17 +21,13 @@ import time
 from typing import Dict
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from demo_stages import CFG, METHODS, REPO, StageRunner, log  # noqa: E402
-
-
-def _load(name: str, rel_path: str):
-    """A script of this repository as a module (by path: ``tools`` is no
-    package)."""
-    spec = importlib.util.spec_from_file_location(
-        name, osp.join(REPO, rel_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from demo_stages import (  # noqa: E402
+    CFG,
+    METHODS,
+    StageRunner,
+    load_tool,
+    log,
+)
 
 
 def _union(selects) -> str:
@@ -57,8 +52,9 @@ def evaluate(runner: StageRunner) -> dict:
     from mmengine.config import Config
 
     from vlltr_mm.evaluation import fusion_selection as fs
-    choose = _load('vlltr_choose_fusion', 'tools/analysis/choose_fusion.py')
-    test_tool = _load('vlltr_test_tool', 'tools/test.py')
+    choose = load_tool('vlltr_choose_fusion',
+                       'tools/analysis/choose_fusion.py')
+    test_tool = load_tool('vlltr_test_tool', 'tools/test.py')
     seed = runner.seed
     timings: Dict[str, float] = {}
     dumps = {}

@@ -5,12 +5,12 @@ deviation (``ddof=1``; 0 for a single seed, shown as ``n = 1`` instead);
 every seed's own numbers and the hyper-parameters chosen on val stay in
 the JSON. The plot is ``tools/analysis/per_class_plot.py``'s.
 """
-import importlib.util
 import json
 import os.path as osp
 from typing import Dict, List, Optional
 
 import numpy as np
+from demo_stages import load_tool
 
 KEYS = ('overall', 'many', 'medium', 'few')
 # Rows drawn in the per-class plot: the baselines, zero-shot, VL-LTR.
@@ -123,13 +123,8 @@ def anss_report_links(result: dict, work_dir: str) -> str:
 
 
 def _plot_tool():
-    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                    'analysis', 'per_class_plot.py')
-    spec = importlib.util.spec_from_file_location('vlltr_per_class_plot',
-                                                  path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('vlltr_per_class_plot',
+                     'tools/analysis/per_class_plot.py')
 
 
 def plot(result: dict, path: str) -> None:

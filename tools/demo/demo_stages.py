@@ -9,6 +9,7 @@ class-text files) and overrides it with ``--cfg-options``, so no config
 needs editing.
 """
 import glob
+import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -77,6 +78,16 @@ METHODS = [
 
 def log(msg: str) -> None:
     print(f'[demo {time.strftime("%H:%M:%S")}] {msg}', flush=True)
+
+
+def load_tool(name: str, rel_path: str):
+    """A script of this repository as a module named ``name`` (by path:
+    ``tools`` is no package)."""
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(REPO, rel_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def dataset_options(config: str, data: dict) -> List[str]:

@@ -29,7 +29,6 @@ Example::
     python tools/demo/run_demo.py --quick             # smoke run
 """
 import argparse
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -47,6 +46,7 @@ from demo_stages import (  # noqa: E402
     REPO,
     STAGES,
     StageRunner,
+    load_tool,
     log,
     run_tool,
     stop_tools,
@@ -57,17 +57,9 @@ from vlltr_mm.evaluation import fusion_selection  # noqa: E402
 RECORDED = osp.join(REPO, 'docs', 'demo_results.json')
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def prepare(args) -> dict:
     """Data, text check and demo model; returns the asset summary."""
-    prep = _load('vlltr_prepare_demo',
-                 osp.join(REPO, 'tools', 'demo', 'prepare_demo.py'))
+    prep = load_tool('vlltr_prepare_demo', 'tools/demo/prepare_demo.py')
     if args.data_root is None:
         # --quick: a smaller long tail (100 -> 1) and test split (20 per
         # class), for smoke runs.

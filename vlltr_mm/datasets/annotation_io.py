@@ -130,16 +130,23 @@ def read_class_names(labels_file: str) -> List[str]:
             its indices, or a name repeats (both lines named).
         UnicodeError: If the file is not UTF-8 (file and line named).
     """
-    lines = [(lineno, line.strip()) for lineno, line in enumerate(
-        read_text(labels_file).split('\n'), 1) if line.strip()]
+    return parse_class_names(read_text(labels_file), labels_file)
+
+
+def parse_class_names(text: str, source: str) -> List[str]:
+    """:func:`read_class_names` of a labels file's text; ``source`` names
+    it in messages."""
+    lines = [(lineno, line.strip())
+             for lineno, line in enumerate(text.split('\n'), 1)
+             if line.strip()]
     if not lines:
-        raise ValueError(f'{labels_file}: no class names found')
-    named = _indexed_names(labels_file, lines) or lines
+        raise ValueError(f'{source}: no class names found')
+    named = _indexed_names(source, lines) or lines
     first_line = {}
     for lineno, name in named:
         if name in first_line:
             raise ValueError(
-                f'{labels_file}:{lineno}: class name {name!r} repeats line '
+                f'{source}:{lineno}: class name {name!r} repeats line '
                 f'{first_line[name]}; class names must be unique (rename '
                 'one, e.g. "crane (bird)")')
         first_line[name] = lineno

@@ -44,9 +44,7 @@ def first_listing(paths: Sequence[str]) -> np.ndarray:
     """Index of the first listing of each image.
 
     Paths are compared after :func:`os.path.normpath` (``a/./x.png`` is
-    ``a/x.png``). Equal hashes find the candidates at C speed; the few
-    candidates are then compared as strings, so a hash collision cannot
-    merge two images.
+    ``a/x.png``).
 
     Args:
         paths (Sequence[str]): Image paths, N.
@@ -55,16 +53,11 @@ def first_listing(paths: Sequence[str]) -> np.ndarray:
         np.ndarray: int64 of shape [N]; ``first[i] == i`` unless image i
         was already listed at ``first[i] < i``.
     """
-    norm = list(map(osp.normpath, paths))
-    hashes = np.fromiter(map(hash, norm), np.int64, len(norm))
-    _, first, inverse = np.unique(
-        hashes, return_index=True, return_inverse=True)
-    first = first.astype(np.int64)[inverse.reshape(-1)]
-    same = np.arange(len(norm), dtype=np.int64)
-    for i in np.flatnonzero(first != same).tolist():
-        if norm[i] != norm[first[i]]:  # a hash collision, not a repeat
-            first[i] = norm.index(norm[i])
-    return first
+    seen = {}
+    return np.fromiter(
+        (seen.setdefault(path, i)
+         for i, path in enumerate(map(osp.normpath, paths))), np.int64,
+        len(paths))
 
 
 def check_duplicate_images(paths: Sequence[str],

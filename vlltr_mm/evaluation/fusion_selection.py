@@ -104,23 +104,46 @@ def rescore(pred: Dict[str, np.ndarray],
         target (str): ``'image'`` or ``'fused'``, the head's
             ``posthoc_target``. Defaults to ``'image'``.
     """
-    # A probability that underflowed to 0 in the dump has log -inf and
-    # stays 0, whatever tau.
-    with np.errstate(divide='ignore'):
-        return _rescore(pred, log_pi, alpha, tau, target)
+    return _Rescorer(pred, log_pi, target)(alpha, tau)
 
 
-def _rescore(pred, log_pi, alpha, tau, target):
-    if 'image' in pred and alpha is not None:
-        image = pred['image'].astype(np.float64)
-        text = pred['text'].astype(np.float64)
-        if target == 'image':
-            image = _softmax(np.log(image) - tau * log_pi)
-            return alpha * image + (1 - alpha) * text
-        fused = alpha * image + (1 - alpha) * text
-        return _softmax(np.log(fused) - tau * log_pi) if tau else fused
-    return _softmax(np.log(pred['score'].astype(np.float64)) -
-                    tau * log_pi)
+class _Rescorer:
+    """:func:`rescore` of one set of predictions at many (alpha, tau)
+    points: the float64 copies and ``log p`` are made once, and for
+    ``target='image'`` the adjusted image softmax once per tau (it does not
+    depend on alpha), so a tau-major grid pays it ``len(taus)`` times
+    instead of once per point."""
+
+    def __init__(self, pred, log_pi, target):
+        self.pred, self.log_pi, self.target = pred, log_pi, target
+        self._f64, self._log = {}, {}
+        self._tau = self._adjusted = None
+
+    def f64(self, key):
+        if key not in self._f64:
+            self._f64[key] = self.pred[key].astype(np.float64)
+        return self._f64[key]
+
+    def log(self, key):
+        if key not in self._log:
+            self._log[key] = np.log(self.f64(key))
+        return self._log[key]
+
+    def __call__(self, alpha, tau):
+        # A probability that underflowed to 0 in the dump has log -inf and
+        # stays 0, whatever tau.
+        with np.errstate(divide='ignore'):
+            if 'image' not in self.pred or alpha is None:
+                return _softmax(self.log('score') - tau * self.log_pi)
+            image, text = self.f64('image'), self.f64('text')
+            if self.target == 'image':
+                if tau != self._tau:
+                    self._tau, self._adjusted = tau, _softmax(
+                        self.log('image') - tau * self.log_pi)
+                return alpha * self._adjusted + (1 - alpha) * text
+            fused = alpha * image + (1 - alpha) * text
+            return _softmax(np.log(fused) - tau * self.log_pi) \
+                if tau else fused
 
 
 def balanced_accuracy(score: np.ndarray, gt: np.ndarray) -> float:
@@ -207,9 +230,9 @@ def select(pred: Dict[str, np.ndarray],
     hits = np.zeros((len(points), num_classes))
     for start in range(0, len(gt), _CHUNK):
         part = {k: v[start:start + _CHUNK] for k, v in pred.items()}
+        scores = _Rescorer(part, log_pi, target)
         for i, (alpha, tau) in enumerate(points):
-            right = rescore(part, log_pi, alpha, tau, target).argmax(1) \
-                == part['gt']
+            right = scores(alpha, tau).argmax(1) == part['gt']
             hits[i] += np.bincount(part['gt'], right, num_classes)
     support = np.bincount(gt, minlength=num_classes)
     grid = [

@@ -113,6 +113,13 @@ class AnchorSentenceSelectionHook(Hook):
         self._resumed_record = None
         self._record = None
 
+    @property
+    def record(self) -> Optional[dict]:
+        """The anchors' record (the artifact's meta with its ``artifact``
+        and ``report`` paths) once ``before_train`` set them, else None;
+        saved as ``meta['anss']`` in every checkpoint."""
+        return self._record
+
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._resumed_record = checkpoint.get('meta', {}).get('anss')
 

@@ -153,6 +153,8 @@ class AtomicCheckpointHook(CheckpointHook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
+        if self.by_epoch:  # MMEngine saves nothing per iteration then
+            return
         with self._removals_after_save():
             super().after_train_iter(runner, batch_idx, data_batch, outputs)
 

@@ -20,7 +20,6 @@ replaces floods of per-item messages with single lines a person can read:
 import os.path as osp
 from typing import List, Optional, Tuple
 
-import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
@@ -59,16 +58,11 @@ def _anchors(head: LGRHead) -> str:
 
 
 def _anss_meta(runner, record: Optional[dict]) -> Optional[dict]:
-    """Meta of this run's AnSS artifact (with its path as ``artifact``),
+    """The AnSS record of this run's anchors (with the artifact's path),
     else ``record``, the loaded checkpoint's ``meta['anss']``."""
     for hook in runner.hooks:
-        if isinstance(hook, AnchorSentenceSelectionHook):
-            path = hook.artifact or osp.join(runner.work_dir, hook.out_file)
-            if osp.isfile(path):
-                # mmap: only the small meta entry is read, not the anchors.
-                art = torch.load(path, map_location='cpu', weights_only=True,
-                                 mmap=True)
-                return dict(art.get('meta', {}), artifact=path)
+        if isinstance(hook, AnchorSentenceSelectionHook) and hook.record:
+            return hook.record
     return record
 
 

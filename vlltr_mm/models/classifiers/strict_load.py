@@ -17,7 +17,8 @@ from typing import Dict, List
 
 import torch
 
-from ...utils.checkpoint import SOURCE_KEY, list_keys, state_dict_mismatch
+from ...utils.checkpoint import SOURCE_KEY, state_dict_mismatch
+from ..open_clip_adapter.weight_fit import derived_keys, mismatch_lines
 
 _HINT = (
     'Load a checkpoint trained with this config (the same head, '
@@ -56,19 +57,11 @@ def state_dict_misfit(model: torch.nn.Module,
     }
     missing, unexpected, mismatched = state_dict_mismatch(
         model.state_dict(), ckpt)
-    rebuilt = {
-        f'{name}.{buf}' if name else buf
-        for name, module in model.named_modules()
-        for buf in module._non_persistent_buffers_set
-    }
+    rebuilt = derived_keys(model)
     missing = [k for k in missing if not k.endswith('num_batches_tracked')]
     unexpected = [k for k in unexpected if k not in rebuilt]
-    return [
-        f'  {kind} ({len(keys)}): {list_keys(keys)}'
-        for kind, keys in (('missing keys', missing), ('unexpected keys',
-                                                       unexpected),
-                           ('shape mismatches', mismatched)) if keys
-    ]
+    return ['  ' + line
+            for line in mismatch_lines(missing, unexpected, mismatched)]
 
 
 def _refuse_misfit(model, state_dict, prefix, local_metadata, *args) -> None:

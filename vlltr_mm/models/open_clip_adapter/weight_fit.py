@@ -4,9 +4,10 @@ torch's ``load_state_dict`` stops at the first kind of problem and names
 no file; these helpers list every missing, unexpected and mis-shaped (and
 optionally mis-typed) key at once, for the loaders of open_clip weights
 (:mod:`.factory`) and of the demo model's encoders (``vlltr_mm.demo``),
-which put the file name in front.
+which put the file name in front, and for the strict loading of our
+classifiers (:mod:`vlltr_mm.models.classifiers.strict_load`).
 """
-from typing import List, Set
+from typing import List, Sequence, Set
 
 from torch import nn
 
@@ -21,6 +22,18 @@ def derived_keys(model: nn.Module) -> Set[str]:
         for name, module in model.named_modules()
         for buf in module._non_persistent_buffers_set
     }
+
+
+def mismatch_lines(missing: Sequence[str], unexpected: Sequence[str],
+                   mismatched: Sequence[str],
+                   mismatch_kind: str = 'shape mismatches') -> List[str]:
+    """``['missing keys (2): a, b', ...]``, one line per non-empty kind."""
+    return [
+        f'{name} ({len(keys)}): {list_keys(keys)}'
+        for name, keys in (('missing keys', missing),
+                           ('unexpected keys', unexpected),
+                           (mismatch_kind, mismatched)) if keys
+    ]
 
 
 def fit_problems(model_state: dict, state: dict,
@@ -45,9 +58,4 @@ def fit_problems(model_state: dict, state: dict,
             for k in sorted(set(state) & set(model_state))
             if state[k].dtype != model_state[k].dtype
         ]
-    return [
-        f'{name} ({len(keys)}): {list_keys(keys)}'
-        for name, keys in (('missing keys', missing),
-                           ('unexpected keys', unexpected),
-                           (kind, mismatched)) if keys
-    ]
+    return mismatch_lines(missing, unexpected, mismatched, kind)
